@@ -1,0 +1,33 @@
+"""tether: durable execution for long-running Python agents and workflows, with versioning
+built into the infrastructure.
+
+This module is the SDK facade; see DESIGN.md for the words used here.
+"""
+
+from __future__ import annotations
+
+from tether._version import __version__
+from tether.errors import (
+    ChildFailedError,
+    JournalMismatchError,
+    SignalTimeoutError,
+    StepFailedError,
+    TerminalError,
+    TetherError,
+)
+from tether.sdk.app import App, RetryPolicy
+from tether.sdk.context import Context, RunInfo
+
+__all__ = [
+    "App",
+    "ChildFailedError",
+    "Context",
+    "JournalMismatchError",
+    "RetryPolicy",
+    "RunInfo",
+    "SignalTimeoutError",
+    "StepFailedError",
+    "TerminalError",
+    "TetherError",
+    "__version__",
+]

@@ -1,0 +1,115 @@
+"""``tether deploy`` and ``tether deployments list|show|diff|remove``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from tether.cli._common import Settings, call, console, emit_json, pass_settings, when
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--env", "env", default=None, help="Environment to point at the deployment (e.g. prod).")
+@click.option("--no-promote", is_flag=True, help="Deploy without routing any environment to it.")
+@click.option("--app", "app_ref", default=None, help="module:attribute of the App (default: tether.toml).")
+@pass_settings
+def deploy(settings: Settings, path: Path, env: str | None, no_promote: bool, app_ref: str | None) -> None:
+    """Pack the app in PATH into an immutable deployment (and route ENV to it)."""
+    target_env = None if no_promote else env
+    result = call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref))
+    if settings.as_json:
+        emit_json(result)
+        return
+    verb = "created" if result["created"] else "unchanged, already deployed as"
+    console.print(f"deployment {verb} [bold]{result['label']}[/bold] ({result['id']})")
+    if target_env:
+        console.print(f"{target_env} -> {result['label']}")
+
+
+@click.group()
+def deployments() -> None:
+    """Inspect and manage deployments."""
+
+
+@deployments.command("list")
+@pass_settings
+def list_(settings: Settings) -> None:
+    """Every deployment: status, environments, runs in flight."""
+    items = call(settings, lambda c: c.deployments())
+    if settings.as_json:
+        emit_json(items)
+        return
+    table = Table("label", "id", "app", "status", "environments", "in flight", "workers", "created")
+    for d in items:
+        table.add_row(
+            d["label"],
+            d["id"],
+            str(d["app"]),
+            d["status"],
+            ", ".join(d["environments"]) or "-",
+            str(d["in_flight"]),
+            str(d["workers"]),
+            when(d["created_at"]),
+        )
+    console.print(table)
+
+
+@deployments.command()
+@click.argument("deployment")
+@pass_settings
+def show(settings: Settings, deployment: str) -> None:
+    """One deployment (id or label) and what it registers."""
+    d = call(settings, lambda c: c.deployment(deployment))
+    if settings.as_json:
+        emit_json(d)
+        return
+    console.print(f"[bold]{d['label']}[/bold] {d['id']}  app {d['app']} ({d['app_ref']})  status {d['status']}")
+    console.print(
+        f"environments: {', '.join(d['environments']) or '-'}   in flight: {d['in_flight']}   workers: {d['workers']}"
+    )
+    console.print(
+        f"manifest {d['manifest_digest'][:16]}  bundle {str(d['bundle_digest'])[:16]}  "
+        f"created {when(d['created_at'])} by {d['created_by']}"
+    )
+    table = Table("component", "kind", "description")
+    for name, comp in sorted(d["manifest"]["components"].items()):
+        table.add_row(name, comp["kind"], comp.get("description", "").split("\n")[0])
+    console.print(table)
+
+
+@deployments.command()
+@click.argument("a")
+@click.argument("b")
+@pass_settings
+def diff(settings: Settings, a: str, b: str) -> None:
+    """What changed from deployment A to deployment B."""
+    result = call(settings, lambda c: c.diff(a, b))
+    if settings.as_json:
+        emit_json(result)
+        return
+    console.print(f"{result['from']['label']} -> {result['to']['label']}")
+    if not result["changes"]:
+        console.print("no changes")
+    for change in result["changes"]:
+        console.print(f"  {change['component']}: {change['change']}: {change['detail']}")
+    affected = result["runs_affected_if_unpinned"]
+    if affected:
+        console.print(
+            f"{len(affected)} in-flight runs on {result['from']['label']} call changed components "
+            f"(pinning keeps them on {result['from']['label']}): {', '.join(affected[:10])}"
+        )
+
+
+@deployments.command()
+@click.argument("deployment")
+@pass_settings
+def remove(settings: Settings, deployment: str) -> None:
+    """Remove a drained deployment (refused while anything holds it)."""
+    d = call(settings, lambda c: c.remove_deployment(deployment))
+    if settings.as_json:
+        emit_json(d)
+        return
+    console.print(f"removed {d['label']} ({d['id']}); its history stays readable")

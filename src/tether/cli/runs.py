@@ -1,0 +1,195 @@
+"""``tether run``, ``tether runs list|show|cancel`` and ``tether signal``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from tether.cli._common import (
+    EXIT_ERROR,
+    EXIT_REFUSED,
+    Settings,
+    call,
+    console,
+    emit_json,
+    err_console,
+    parse_json_arg,
+    pass_settings,
+    short,
+    when,
+)
+from tether.client import Client
+
+FAILED = {"failed", "cancelled", "killed"}
+
+
+def _finish(run: dict[str, Any], labels: dict[str, str]) -> None:
+    label = labels.get(run["deployment_id"], run["deployment_id"])
+    status = run["status"]
+    if status == "completed":
+        console.print(f"run {run['id']} completed on {label}: {short(run['output'], 400)}")
+    elif status == "stuck":
+        reason = run["stuck_reason"] or {}
+        err_console.print(f"run {run['id']} is stuck on {label}: {reason.get('message', reason)}")
+        sys.exit(EXIT_REFUSED)
+    elif status in FAILED:
+        error = run["error"] or {}
+        err_console.print(f"run {run['id']} {status} on {label}: {error.get('type')}: {error.get('message')}")
+        sys.exit(EXIT_ERROR)
+    else:
+        console.print(f"run {run['id']} is {status} on {label}")
+
+
+@click.command("run")
+@click.argument("workflow")
+@click.option("--env", "env", default=None, help="Environment whose deployment the run is pinned to.")
+@click.option("--deployment", default=None, help="Pin to this deployment (id or label) instead of an env.")
+@click.option("--input", "input_", default="{}", help="The input object as JSON.")
+@click.option("--idempotency-key", default=None, help="Start at most one run for this key.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for the run to end and print its output.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait with --wait.")
+@pass_settings
+def run(
+    settings: Settings,
+    workflow: str,
+    env: str | None,
+    deployment: str | None,
+    input_: str,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Start a run of WORKFLOW, pinned to what --env names now (or to --deployment)."""
+    if (env is None) == (deployment is None):
+        raise click.UsageError("give exactly one of --env or --deployment")
+    payload = parse_json_arg(input_, "--input")
+
+    async def go(c: Client) -> tuple[dict[str, Any], dict[str, str]]:
+        started = await c.start_run(workflow, payload, env=env, deployment=deployment, idempotency_key=idempotency_key)
+        final = await c.result(started["id"], wait=timeout) if wait else started
+        return final, {d["id"]: d["label"] for d in await c.deployments()}
+
+    result, labels = call(settings, go)
+    if settings.as_json:
+        emit_json(result)
+        if wait and result["status"] != "completed":
+            sys.exit(EXIT_REFUSED if result["status"] == "stuck" else EXIT_ERROR)
+        return
+    if wait:
+        _finish(result, labels)
+    else:
+        console.print(f"run {result['id']} started on {labels.get(result['deployment_id'], result['deployment_id'])}")
+
+
+@click.group()
+def runs() -> None:
+    """Inspect and act on runs."""
+
+
+@runs.command("list")
+@click.option("--status", default=None, help="Only runs with this status.")
+@click.option("--workflow", default=None, help="Only runs of this workflow.")
+@click.option("--deployment", default=None, help="Only runs pinned to this deployment.")
+@click.option("--env", "env", default=None, help="Only runs started through this environment.")
+@click.option("--limit", default=50, show_default=True, help="At most this many runs.")
+@pass_settings
+def list_(
+    settings: Settings, status: str | None, workflow: str | None, deployment: str | None, env: str | None, limit: int
+) -> None:
+    """Runs, stuck first, then newest first."""
+
+    async def go(c: Client) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        items = await c.runs(status=status, workflow=workflow, deployment=deployment, env=env, limit=limit)
+        return items, {d["id"]: d["label"] for d in await c.deployments()}
+
+    items, labels = call(settings, go)
+    if settings.as_json:
+        emit_json(items)
+        return
+    table = Table("run", "workflow", "deployment", "env", "status", "attempt", "created")
+    for r in items:
+        table.add_row(
+            r["id"],
+            r["workflow"],
+            labels.get(r["deployment_id"], r["deployment_id"]),
+            r["env"] or "-",
+            r["status"],
+            str(r["attempt"]),
+            when(r["created_at"]),
+        )
+    console.print(table)
+
+
+@runs.command()
+@click.argument("run_id")
+@pass_settings
+def show(settings: Settings, run_id: str) -> None:
+    """A run, its deployment, state and journal."""
+
+    async def go(c: Client) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        r = await c.run(run_id)
+        return r, await c.journal(run_id), await c.state(run_id), await c.deployment(r["deployment_id"])
+
+    r, entries, state, dep = call(settings, go)
+    if settings.as_json:
+        emit_json(
+            {"run": r, "journal": entries, "state": state, "deployment": {"id": dep["id"], "label": dep["label"]}}
+        )
+        return
+    console.print(f"[bold]{r['id']}[/bold]  {r['workflow']}  on {dep['label']} ({dep['id']})  env {r['env'] or '-'}")
+    console.print(f"status {r['status']}   attempt {r['attempt']}   created {when(r['created_at'])}")
+    console.print(f"input  {short(r['input'], 200)}")
+    if r["status"] == "completed":
+        console.print(f"output {short(r['output'], 200)}")
+    if r["error"]:
+        console.print(f"error  {r['error'].get('type')}: {r['error'].get('message')}")
+    if r["stuck_reason"]:
+        console.print(f"[red]stuck[/red]  {r['stuck_reason'].get('message', r['stuck_reason'])}")
+    if r["last_error"]:
+        console.print(f"last attempt error  {short(r['last_error'], 200)}")
+    if state:
+        console.print(f"state  {short(state, 200)}")
+    table = Table("#", "kind", "name", "status", "result", "attempt", "at", title=f"journal ({dep['label']})")
+    for e in entries:
+        if not e["completed"]:
+            status, value = "waiting", short(e.get("args"))
+        elif e["error"]:
+            status, value = "error", f"{e['error'].get('type')}: {e['error'].get('message')}"
+        else:
+            status, value = "done", short(e["result"])
+        table.add_row(str(e["index"]), e["kind"], e["name"], status, value, str(e["attempt"]), when(e["created_at"]))
+    console.print(table)
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
+    """Cancel a run and its unfinished children."""
+    r = call(settings, lambda c: c.cancel(run_id, reason=reason))
+    if settings.as_json:
+        emit_json(r)
+        return
+    console.print(f"run {r['id']} {r['status']}")
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("name")
+@click.argument("payload", default="null")
+@pass_settings
+def signal(settings: Settings, run_id: str, name: str, payload: str) -> None:
+    """Send signal NAME with JSON PAYLOAD to RUN_ID."""
+    value = parse_json_arg(payload, "PAYLOAD")
+    answer = call(settings, lambda c: c.signal(run_id, name, value))
+    if settings.as_json:
+        emit_json(answer)
+        return
+    if answer["buffered"]:
+        console.print(f"signal {name} buffered for run {run_id} (delivered when it waits for it)")
+    else:
+        console.print(f"signal {name} delivered to run {run_id} (entry {answer['delivered_to_entry']})")

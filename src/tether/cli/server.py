@@ -1,0 +1,76 @@
+"""``tether server``: the runtime with its embedded store, on one loopback port by default."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import click
+import uvicorn
+
+from tether.server.app import ServerOptions, create_app
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".tether"),
+    show_default=True,
+    help="Where the SQLite store, bundles and worker logs live.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=7070, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--store", "store_url", default=None, help="Store URL (default: SQLite in --data-dir).")
+@click.option(
+    "--synchronous",
+    type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
+    default="FULL",
+    show_default=True,
+    help="SQLite durability: FULL fsyncs every group commit.",
+)
+@click.option(
+    "--worker-idle-timeout",
+    default=300.0,
+    show_default=True,
+    help="Seconds an idle bundle worker stays up before it exits.",
+)
+@click.option("--log-level", default="warning", show_default=True, help="Server log level.")
+def server(
+    data_dir: Path,
+    host: str,
+    port: int,
+    store_url: str | None,
+    synchronous: str,
+    worker_idle_timeout: float,
+    log_level: str,
+) -> None:
+    """Run the tether runtime: API, scheduler, dispatcher and workers."""
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise click.UsageError(
+            "API tokens are not configured, so the server binds to loopback only: use --host 127.0.0.1"
+        )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port") from None
+    sock.listen(2048)
+    actual = sock.getsockname()[1]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{actual}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(
+        ServerOptions(
+            data_dir=data_dir.resolve(),
+            runtime_url=url,
+            store=store_url,
+            synchronous=synchronous.upper(),
+            worker_idle_timeout=worker_idle_timeout,
+        )
+    )
+    config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")
+    click.echo(f"tether server listening on {url} (data in {data_dir.resolve()})", err=True)
+    uvicorn.Server(config).run(sockets=[sock])

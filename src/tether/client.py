@@ -1,0 +1,222 @@
+"""A typed async HTTP client for a tether server, shared by the CLI, the tests and users."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+
+from tether import _bundle
+from tether.errors import ApiError
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+
+
+def default_url() -> str:
+    """``TETHER_URL`` or the default local server."""
+    return os.environ.get("TETHER_URL", DEFAULT_URL)
+
+
+class Client:
+    """Talks to a tether server's public API.
+
+    Example::
+
+        async with Client("http://127.0.0.1:7070") as client:
+            run = await client.start_run("greet", {"name": "ada"}, env="prod")
+            done = await client.result(run["id"], wait=30)
+    """
+
+    def __init__(self, url: str | None = None, *, actor: str | None = None, timeout: float = 60.0) -> None:
+        """Connect lazily to ``url`` (default: ``TETHER_URL`` or ``http://127.0.0.1:7070``)."""
+        self.url = (url or default_url()).rstrip("/")
+        headers = {"x-tether-actor": actor or os.environ.get("USER", "anonymous")}
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a request; return the decoded JSON answer.
+
+        Raises:
+            ApiError: the server answered with an error (its status, code and message).
+            httpx.TransportError: the server could not be reached.
+        """
+        body = content if content is not None else (None if json is None else orjson.dumps(json))
+        send_headers = dict(headers or {})
+        if json is not None:
+            send_headers["content-type"] = "application/json"
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = timeout
+        response = await self._http.request(
+            method,
+            path,
+            content=body,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            headers=send_headers,
+            **extra,
+        )
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                raise ApiError(response.status_code, error["code"], error["message"])
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+        return orjson.loads(response.content) if response.content else None
+
+    # --- deployments --------------------------------------------------------------------
+
+    async def deploy(self, path: Path, *, env: str | None = None, app: str | None = None) -> dict[str, Any]:
+        """Pack the app folder ``path`` deterministically and deploy it (routing ``env``)."""
+        data = _bundle.pack(path)
+        return await self.deploy_bundle(data, env=env, app=app)
+
+    async def deploy_bundle(self, data: bytes, *, env: str | None = None, app: str | None = None) -> dict[str, Any]:
+        """Deploy already-packed bundle bytes."""
+        result: dict[str, Any] = await self.request(
+            "POST",
+            "/v1/deployments",
+            content=data,
+            params={"env": env, "app": app},
+            headers={"content-type": "application/gzip"},
+            timeout=120.0,
+        )
+        return result
+
+    async def deployments(self) -> list[dict[str, Any]]:
+        """Every deployment with status, environments and runs in flight."""
+        return list((await self.request("GET", "/v1/deployments"))["deployments"])
+
+    async def deployment(self, ref: str) -> dict[str, Any]:
+        """One deployment (id or label), with its manifest."""
+        result: dict[str, Any] = await self.request("GET", f"/v1/deployments/{ref}")
+        return result
+
+    async def diff(self, a: str, b: str) -> dict[str, Any]:
+        """What changed from deployment ``a`` to ``b``."""
+        result: dict[str, Any] = await self.request("GET", f"/v1/deployments/{a}/diff/{b}")
+        return result
+
+    async def remove_deployment(self, ref: str) -> dict[str, Any]:
+        """Remove a drained deployment."""
+        result: dict[str, Any] = await self.request("DELETE", f"/v1/deployments/{ref}")
+        return result
+
+    # --- environments -------------------------------------------------------------------
+
+    async def envs(self) -> list[dict[str, Any]]:
+        """Every environment."""
+        return list((await self.request("GET", "/v1/envs"))["environments"])
+
+    async def set_env(self, name: str, deployment: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Point ``name`` at one deployment."""
+        result: dict[str, Any] = await self.request(
+            "PUT", f"/v1/envs/{name}", json={"deployment": deployment, "reason": reason}
+        )
+        return result
+
+    async def rollback_env(self, name: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Undo the latest pointer change of ``name``."""
+        result: dict[str, Any] = await self.request("POST", f"/v1/envs/{name}/rollback", json={"reason": reason})
+        return result
+
+    async def env_history(self, name: str) -> list[dict[str, Any]]:
+        """Every change of ``name``, newest first."""
+        return list((await self.request("GET", f"/v1/envs/{name}/history"))["history"])
+
+    # --- runs -----------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        workflow: str,
+        input: dict[str, Any] | None = None,
+        *,
+        env: str | None = None,
+        deployment: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a run of ``workflow`` in ``env`` (or on ``deployment``)."""
+        if (env is None) == (deployment is None):
+            raise ValueError("start a run with exactly one of env= or deployment=")
+        path = (
+            f"/v1/envs/{env}/workflows/{workflow}/runs"
+            if env
+            else f"/v1/deployments/{deployment}/workflows/{workflow}/runs"
+        )
+        headers = {"idempotency-key": idempotency_key} if idempotency_key else None
+        result: dict[str, Any] = await self.request("POST", path, json=input or {}, headers=headers)
+        return result
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        """The run as it is now."""
+        result: dict[str, Any] = await self.request("GET", f"/v1/runs/{run_id}")
+        return result
+
+    async def result(self, run_id: str, *, wait: float = 0.0) -> dict[str, Any]:
+        """The run once it ended (waiting up to ``wait`` seconds; longer waits are chained)."""
+        left = wait
+        while True:
+            step = min(left, 60.0)
+            run: dict[str, Any] = await self.request(
+                "GET", f"/v1/runs/{run_id}/result", params={"wait": step}, timeout=step + 30.0
+            )
+            left -= step
+            if run["status"] in {"completed", "failed", "cancelled", "killed", "stuck"} or left <= 0:
+                return run
+
+    async def runs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Runs, newest first (stuck first), filtered by status, workflow, deployment, env."""
+        return list((await self.request("GET", "/v1/runs", params=filters))["runs"])
+
+    async def journal(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's journal entries."""
+        return list((await self.request("GET", f"/v1/runs/{run_id}/journal"))["entries"])
+
+    async def state(self, run_id: str) -> dict[str, Any]:
+        """The run's durable state."""
+        result: dict[str, Any] = await self.request("GET", f"/v1/runs/{run_id}/state")
+        return result
+
+    async def signal(self, run_id: str, name: str, payload: Any) -> dict[str, Any]:
+        """Send signal ``name`` with ``payload`` to a run."""
+        result: dict[str, Any] = await self.request(
+            "POST",
+            f"/v1/runs/{run_id}/signals/{name}",
+            content=orjson.dumps(payload),
+            headers={"content-type": "application/json"},
+        )
+        return result
+
+    async def cancel(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Cancel a run (audited)."""
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
+        return result
+
+    async def audit(self) -> list[dict[str, Any]]:
+        """The audit log, newest first."""
+        return list((await self.request("GET", "/v1/audit"))["audit"])

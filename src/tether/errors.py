@@ -1,0 +1,170 @@
+"""Errors of tether: one root, stable codes, typed attributes.
+
+The tree::
+
+    TetherError                       code                 HTTP
+    ├── TerminalError                 terminal             (user code: never retried)
+    │   ├── StepFailedError           step_failed          (a step failed for good)
+    │   └── ChildFailedError          child_failed         (a child run failed)
+    ├── SignalTimeoutError            signal_timeout       (also a TimeoutError)
+    ├── JournalMismatchError          journal_mismatch     409
+    ├── BadRequestError               bad_request          400
+    │   └── BundleError               bad_bundle           400
+    ├── NotFoundError                 not_found            404
+    ├── ConflictError                 conflict             409
+    │   └── FencedError               fenced               409
+    ├── SchemaError                   schema_violation     422
+    ├── PayloadTooLargeError          too_large            413
+    └── ApiError                      (the server's code)  (raised by the client)
+
+Every error serialises as ``{"error": {"code": ..., "message": ...}}`` on the HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TetherError(Exception):
+    """Root of every error tether raises."""
+
+    code: ClassVar[str] = "internal"
+    """Stable machine-readable code, used in HTTP error bodies."""
+    status: ClassVar[int] = 500
+    """The HTTP status the API answers with."""
+
+    def __init__(self, message: str) -> None:
+        """Create the error with its human-readable message."""
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        """The API error body."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class TerminalError(TetherError):
+    """Raise from a step or a workflow to fail without retrying."""
+
+    code = "terminal"
+
+
+class StepFailedError(TerminalError):
+    """A step failed and its retries are exhausted; the failure is journaled.
+
+    On replay the same error is raised again from the journal, with the same ``error_type``
+    and ``message``, so workflow code that catches it behaves identically.
+    """
+
+    code = "step_failed"
+
+    def __init__(self, name: str, error_type: str, message: str) -> None:
+        """Describe the failed step."""
+        super().__init__(f"step {name} failed: {error_type}: {message}")
+        self.name = name
+        self.error_type = error_type
+        self.reason = message
+
+
+class ChildFailedError(TerminalError):
+    """A child run ended without an output (failed, cancelled or killed)."""
+
+    code = "child_failed"
+
+    def __init__(self, workflow: str, error_type: str, message: str) -> None:
+        """Describe the failed child."""
+        super().__init__(f"child {workflow} failed: {error_type}: {message}")
+        self.workflow = workflow
+        self.error_type = error_type
+        self.reason = message
+
+
+class SignalTimeoutError(TetherError, TimeoutError):
+    """``ctx.signal(name, timeout=...)`` saw no signal in time."""
+
+    code = "signal_timeout"
+
+    def __init__(self, name: str) -> None:
+        """Name the signal that timed out."""
+        super().__init__(f"no signal {name!r} arrived before its timeout")
+        self.name = name
+
+
+class JournalMismatchError(TetherError):
+    """The code replayed against a run's journal issued something the journal does not hold."""
+
+    code = "journal_mismatch"
+    status = 409
+
+    def __init__(self, run_id: str, index: int, expected: str | None, issued: str | None) -> None:
+        """Render the diff from its parts."""
+        if issued is None:
+            text = f"entry {index}: journal has {expected}, code finished without issuing it"
+        else:
+            text = f"entry {index}: journal has {expected}, code issued {issued}"
+        super().__init__(f"run {run_id}: {text}")
+        self.run_id = run_id
+        self.index = index
+        self.expected = expected
+        self.issued = issued
+
+
+class BadRequestError(TetherError):
+    """The request is malformed."""
+
+    code = "bad_request"
+    status = 400
+
+
+class BundleError(BadRequestError):
+    """An uploaded bundle cannot be read or its app cannot be loaded."""
+
+    code = "bad_bundle"
+
+
+class NotFoundError(TetherError):
+    """The named tenant object does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(TetherError):
+    """The request conflicts with the current state, or is refused."""
+
+    code = "conflict"
+    status = 409
+
+
+class FencedError(ConflictError):
+    """A journal append came from a stale attempt or contradicts a durable entry."""
+
+    code = "fenced"
+
+
+class SchemaError(TetherError):
+    """A payload violates the pinned deployment's schema."""
+
+    code = "schema_violation"
+    status = 422
+
+
+class PayloadTooLargeError(TetherError):
+    """A payload is over the configured size bound."""
+
+    code = "too_large"
+    status = 413
+
+
+class ApiError(TetherError):
+    """An error answer from a tether server, as seen by :class:`tether.client.Client`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        """Keep the server's status and code."""
+        super().__init__(message)
+        self.http_status = status
+        self.error_code = code
+
+    def to_json(self) -> dict[str, Any]:
+        """The error body as the server sent it."""
+        return {"error": {"code": self.error_code, "message": self.message}}

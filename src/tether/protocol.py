@@ -1,0 +1,103 @@
+"""Wire shapes of the protocol between the runtime and a deployment (HTTP + JSON).
+
+- ``GET /tether/manifest`` → :class:`ManifestResponse`.
+- ``POST /tether/invoke`` with :class:`InvokeRequest` → :class:`InvokeResponse`; the endpoint
+  answers 409 when its manifest digest is not the one the run is pinned to.
+- ``POST {runtime_url}/v1/internal/runs/{run_id}/journal`` with :class:`AppendRequest` →
+  :class:`AppendResponse`; 409 ``fenced`` when the attempt is stale or an entry contradicts
+  a durable one.
+
+Bodies are plain JSON objects; these TypedDicts document them and type the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change of the shapes below."""
+
+MANIFEST_PATH = "/tether/manifest"
+INVOKE_PATH = "/tether/invoke"
+
+
+def journal_path(run_id: str) -> str:
+    """The runtime's append endpoint for ``run_id``."""
+    return f"/v1/internal/runs/{run_id}/journal"
+
+
+class ManifestResponse(TypedDict):
+    """What an endpoint serves."""
+
+    manifest: dict[str, Any]
+    digest: str
+    protocol: int
+
+
+class InvokeRequest(TypedDict):
+    """One attempt of one run."""
+
+    run_id: str
+    attempt: int
+    token: str
+    deployment_id: str
+    deployment_label: str
+    manifest_digest: str
+    component: str
+    input: dict[str, Any]
+    journal: list[dict[str, Any]]
+    runtime_url: str
+
+
+class ErrorInfo(TypedDict):
+    """A failure, as journaled and reported."""
+
+    type: str
+    message: str
+    traceback: NotRequired[str]
+
+
+class InvokeResponse(TypedDict):
+    """How an attempt ended."""
+
+    outcome: Literal["completed", "failed", "suspended", "mismatch", "fenced"]
+    output: NotRequired[Any]
+    error: NotRequired[ErrorInfo]
+    waiting_on: NotRequired[list[int]]
+    mismatch: NotRequired[dict[str, Any]]
+
+
+class NewEntry(TypedDict):
+    """An entry an attempt appends."""
+
+    index: int
+    kind: str
+    name: str
+    args_digest: str
+    completed: bool
+    args: NotRequired[Any]
+    result: NotRequired[Any]
+    error: NotRequired[ErrorInfo | None]
+    manual_digest: NotRequired[str | None]
+
+
+class AppendRequest(TypedDict):
+    """A batch of entries from one attempt, committed atomically."""
+
+    attempt: int
+    token: str
+    entries: list[NewEntry]
+
+
+class Completion(TypedDict):
+    """A waiting entry the runtime completed while appending it (e.g. a buffered signal)."""
+
+    index: int
+    result: Any
+    error: ErrorInfo | None
+
+
+class AppendResponse(TypedDict):
+    """The acknowledgement: every entry is durable."""
+
+    completions: list[Completion]

@@ -1,0 +1,1 @@
+"""The SDK: apps, the Context, and the endpoint that serves an app to the runtime."""

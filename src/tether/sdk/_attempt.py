@@ -1,0 +1,515 @@
+"""The implementation of :class:`Context` for one attempt of one run.
+
+An attempt receives the run's journal, runs the workflow function, answers re-issued commands
+from the journal through :class:`tether.core.replay.Replayer`, executes new ones and appends
+their entries through a :class:`JournalSink`. It ends when the workflow returns or raises
+(``completed``/``failed``), when the workflow only waits on timers, signals or children
+(``suspended``), when the code disagrees with the journal (``mismatch``), or when the runtime
+refuses its appends (``fenced``).
+
+Durability: a step's result is returned to the code only after the runtime acknowledged its
+entry. Values produced synchronously (``now``, ``uuid``, ``random``, ``set``) are buffered and
+made durable before the next side effect runs and before the attempt ends, so no side effect
+ever depends on a value that a replay could produce differently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random as _random
+import time
+import traceback
+import uuid as _uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+
+from tether.core.journal import Command, EntryKind, JournalEntry, args_digest
+from tether.core.replay import Action, Decision, Replayer
+from tether.errors import (
+    ChildFailedError,
+    FencedError,
+    SchemaError,
+    SignalTimeoutError,
+    StepFailedError,
+    TerminalError,
+)
+from tether.protocol import Completion, ErrorInfo, InvokeRequest, InvokeResponse, NewEntry
+from tether.sdk.app import App, ComponentDefinition, RetryPolicy, definition_of
+from tether.sdk.context import Context, RunInfo
+
+T = TypeVar("T")
+
+NO_ARGS = args_digest(None)
+SUSPEND_SETTLE_TICKS = 4
+"""Event-loop turns to let workflow code react before deciding it only waits."""
+
+
+class JournalSink(Protocol):
+    """Where an attempt appends entries: the runtime, over HTTP, or a test fake."""
+
+    async def append(self, entries: list[NewEntry]) -> list[Completion]:
+        """Make ``entries`` durable atomically; return completions of waiting entries.
+
+        Raises:
+            FencedError: the attempt is stale or an entry contradicts a durable one.
+        """
+        ...
+
+
+class _Stop(BaseException):
+    """Ends the attempt from inside workflow code (mismatch or fenced); never caught by users."""
+
+
+def error_info(exc: BaseException, *, with_traceback: bool = False) -> ErrorInfo:
+    """The journaled/reported form of an exception."""
+    info: ErrorInfo = {"type": type(exc).__name__, "message": str(exc)}
+    if with_traceback:
+        info["traceback"] = "".join(traceback.format_exception(exc))
+    return info
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def validated_input(definition: ComponentDefinition, data: Any) -> dict[str, Any]:
+    """Validate a workflow's input object and return its typed keyword arguments.
+
+    Raises:
+        SchemaError: naming every offending field.
+    """
+    try:
+        model = definition.input_model.model_validate(data)
+    except ValidationError as exc:
+        raise SchemaError(f"input of {definition.name}: {describe_validation(exc)}") from None
+    return {name: getattr(model, name) for name in definition.param_names}
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """Pydantic's errors as ``field: message`` pairs."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class Attempt(Context):
+    """One attempt of one run; see the module docstring."""
+
+    def __init__(self, app: App, request: InvokeRequest, sink: JournalSink) -> None:
+        """Prepare the attempt; nothing runs until :meth:`execute`."""
+        self._app = app
+        self._request = request
+        self._sink = sink
+        self._workflow = app.get(request["component"], "workflow")
+        self._replayer = Replayer(JournalEntry.from_json(e) for e in request["journal"])
+        self._next_index = 0
+        self._buffer: list[NewEntry] = []
+        self._buffer_appends: set[asyncio.Future[None]] = set()
+        self._busy = 0
+        self._waits: dict[int, tuple[asyncio.Future[Any], Callable[[Any, ErrorInfo | None], Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._poke = asyncio.Event()
+        self._fenced: str | None = None
+        self._info = RunInfo(
+            run_id=request["run_id"],
+            workflow=request["component"],
+            deployment_id=request["deployment_id"],
+            deployment_label=request["deployment_label"],
+            attempt=request["attempt"],
+        )
+
+    # --- the driver -------------------------------------------------------------------
+
+    async def execute(self) -> InvokeResponse:
+        """Run the attempt to one of its outcomes."""
+        workflow = self._workflow
+        if workflow is None:
+            return {
+                "outcome": "failed",
+                "error": {"type": "UnknownWorkflow", "message": f"no workflow {self._request['component']!r}"},
+            }
+        try:
+            kwargs = validated_input(workflow, self._request["input"])
+        except SchemaError as exc:
+            return {"outcome": "failed", "error": error_info(exc)}
+        main: asyncio.Task[Any] = asyncio.create_task(workflow.fn(self, **kwargs))
+        self._poke.set()
+        while True:
+            poked = asyncio.ensure_future(self._poke.wait())
+            await asyncio.wait({main, poked}, return_when=asyncio.FIRST_COMPLETED)
+            poked.cancel()
+            if self._stopped():
+                return await self._abort(main)
+            if main.done():
+                return await self._finish(main)
+            self._poke.clear()
+            if self._only_waiting():
+                for _ in range(SUSPEND_SETTLE_TICKS):
+                    await asyncio.sleep(0)
+                if self._stopped():
+                    return await self._abort(main)
+                if self._only_waiting() and not main.done():
+                    return await self._suspend(main)
+
+    def _stopped(self) -> bool:
+        return self._fenced is not None or self._replayer.mismatch is not None
+
+    def _only_waiting(self) -> bool:
+        return self._busy == 0 and any(not fut.done() for fut, _ in self._waits.values())
+
+    async def _cancel_all(self, main: asyncio.Task[Any]) -> None:
+        pending = [t for t in (main, *self._tasks) if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _abort(self, main: asyncio.Task[Any]) -> InvokeResponse:
+        await self._cancel_all(main)
+        if self._fenced is not None:
+            return {"outcome": "fenced", "error": {"type": "Fenced", "message": self._fenced}}
+        mismatch = self._replayer.mismatch
+        assert mismatch is not None
+        return {"outcome": "mismatch", "mismatch": mismatch.to_json()}
+
+    async def _suspend(self, main: asyncio.Task[Any]) -> InvokeResponse:
+        # Read what we wait on first: cancelling the workflow cancels the future it awaits.
+        waiting = sorted(i for i, (fut, _) in self._waits.items() if not fut.done())
+        await self._cancel_all(main)
+        try:
+            await self._flush()
+        except _Stop:
+            return await self._abort(main)
+        return {"outcome": "suspended", "waiting_on": waiting}
+
+    async def _finish(self, main: asyncio.Task[Any]) -> InvokeResponse:
+        # Commands issued but never awaited still complete and are journaled.
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._flush()
+        except _Stop:
+            return await self._abort(main)
+        if self._stopped():
+            return await self._abort(main)
+        exc = main.exception()
+        mismatch = self._replayer.finish()
+        if mismatch is not None:
+            return {"outcome": "mismatch", "mismatch": mismatch.to_json()}
+        if exc is not None:
+            return {"outcome": "failed", "error": error_info(exc, with_traceback=True)}
+        try:
+            output = to_jsonable_python(main.result())
+        except Exception as err:
+            return {"outcome": "failed", "error": error_info(err)}
+        return {"outcome": "completed", "output": output}
+
+    # --- journal plumbing ----------------------------------------------------------------
+
+    def _issue(self, command: Command) -> tuple[int, Decision]:
+        index = self._next_index
+        self._next_index += 1
+        decision = self._replayer.issue(index, command)
+        if decision.action is Action.MISMATCH:
+            self._poke.set()
+        return index, decision
+
+    async def _append(self, entries: list[NewEntry]) -> None:
+        batch = self._buffer + entries
+        carries_buffer = bool(self._buffer)
+        self._buffer = []
+        marker: asyncio.Future[None] | None = None
+        if carries_buffer:
+            marker = asyncio.get_running_loop().create_future()
+            self._buffer_appends.add(marker)
+        try:
+            completions = await self._sink.append(batch)
+        except FencedError as exc:
+            self._fenced = exc.message
+            self._poke.set()
+            raise _Stop from None
+        finally:
+            if marker is not None:
+                self._buffer_appends.discard(marker)
+                marker.set_result(None)
+        for completion in completions:
+            self._complete(completion["index"], completion["result"], completion["error"])
+
+    async def _flush(self) -> None:
+        """Make every buffered value durable (and wait for appends already carrying some)."""
+        if self._buffer:
+            await self._append([])
+        if self._buffer_appends:
+            await asyncio.gather(*self._buffer_appends)
+
+    def _complete(self, index: int, result: Any, error: ErrorInfo | None) -> None:
+        found = self._waits.get(index)
+        if found is None:
+            return
+        future, revive = found
+        if future.done():
+            return
+        try:
+            future.set_result(revive(result, error))
+        except Exception as exc:
+            future.set_exception(exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _done(self, revive: Callable[[Any, ErrorInfo | None], T], entry: JournalEntry) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(revive(entry.result, entry.error))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def _never(self) -> asyncio.Future[Any]:
+        """What an async command answers after a mismatch: the driver ends the attempt."""
+        return asyncio.get_running_loop().create_future()
+
+    def _busy_enter(self) -> None:
+        self._busy += 1
+
+    def _busy_exit(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._poke.set()
+
+    def _waiting(
+        self,
+        index: int,
+        decision: Decision,
+        entry: NewEntry,
+        revive: Callable[[Any, ErrorInfo | None], T],
+    ) -> Awaitable[T]:
+        """The shared path of the waiting kinds: sleep, signal, child."""
+        if decision.action is Action.REPLAY:
+            assert decision.entry is not None
+            return self._done(revive, decision.entry)
+        if decision.action is Action.MISMATCH:
+            return self._never()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waits[index] = (future, revive)
+        if decision.action is Action.EXECUTE:
+            self._spawn(self._append_waiting(entry))
+        else:
+            self._poke.set()
+        return future
+
+    async def _append_waiting(self, entry: NewEntry) -> None:
+        self._busy_enter()
+        try:
+            await self._append([entry])
+        finally:
+            self._busy_exit()
+
+    # --- the Context ---------------------------------------------------------------------
+
+    @property
+    def info(self) -> RunInfo:
+        return self._info
+
+    def _resolve(self, fn: Any, kinds: tuple[str, ...]) -> ComponentDefinition:
+        definition = definition_of(fn)
+        name = fn if isinstance(fn, str) else (definition.name if definition else getattr(fn, "__name__", repr(fn)))
+        found = self._app.get(name)
+        if found is None or found.kind not in kinds:
+            raise TypeError(
+                f"{name!r} is not a registered {' or '.join(kinds)} of app {self._app.name}: "
+                f"decorate it with @app.{kinds[0]}"
+            )
+        return found
+
+    def step(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+        definition = self._resolve(fn, ("function", "tool"))
+        bound = definition.bind(args, kwargs)
+        payload = to_jsonable_python(bound)
+        command = Command(EntryKind.STEP, definition.name, args_digest(payload))
+        index, decision = self._issue(command)
+        revive = self._step_revive(definition)
+        if decision.action is Action.REPLAY:
+            assert decision.entry is not None
+            return self._done(revive, decision.entry)
+        if decision.action is not Action.EXECUTE:
+            return self._never()
+        return self._spawn(
+            self._execute(index, command, payload, lambda: definition.fn(**bound), definition.retry, revive)
+        )
+
+    def _step_revive(self, definition: ComponentDefinition) -> Callable[[Any, ErrorInfo | None], Any]:
+        def revive(result: Any, error: ErrorInfo | None) -> Any:
+            if error is not None:
+                raise StepFailedError(definition.name, error["type"], error["message"])
+            return definition.output.validate_python(result)
+
+        return revive
+
+    def run(self, name: str, fn: Callable[[], Awaitable[T] | T], /) -> Awaitable[T]:
+        command = Command(EntryKind.RUN, name, NO_ARGS)
+        index, decision = self._issue(command)
+
+        def revive(result: Any, error: ErrorInfo | None) -> Any:
+            if error is not None:
+                raise StepFailedError(name, error["type"], error["message"])
+            return result
+
+        if decision.action is Action.REPLAY:
+            assert decision.entry is not None
+            return self._done(revive, decision.entry)
+        if decision.action is not Action.EXECUTE:
+            return self._never()
+        return self._spawn(self._execute(index, command, None, fn, RetryPolicy(), revive))
+
+    async def _execute(
+        self,
+        index: int,
+        command: Command,
+        payload: Any,
+        call: Callable[[], Any],
+        retry: RetryPolicy,
+        revive: Callable[[Any, ErrorInfo | None], T],
+    ) -> T:
+        self._busy_enter()
+        try:
+            await self._flush()
+            result, error = await self._call(call, retry)
+            entry: NewEntry = {
+                "index": index,
+                "kind": command.kind,
+                "name": command.name,
+                "args_digest": command.args_digest,
+                "completed": True,
+                "result": result,
+                "error": error,
+            }
+            if payload is not None:
+                entry["args"] = payload
+            await self._append([entry])
+        finally:
+            self._busy_exit()
+        return revive(result, error)
+
+    async def _call(self, call: Callable[[], Any], retry: RetryPolicy) -> tuple[Any, ErrorInfo | None]:
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                value = call()
+                if inspect.isawaitable(value):
+                    value = await value
+                return to_jsonable_python(value), None
+            except TerminalError as exc:
+                return None, error_info(exc)
+            except Exception as exc:
+                if tries >= retry.max_attempts:
+                    return None, error_info(exc)
+                await asyncio.sleep(retry.delay(tries))
+
+    def _value(self, kind: EntryKind, produce: Callable[[], Any]) -> Any:
+        index, decision = self._issue(Command(kind, kind.value, NO_ARGS))
+        if decision.action is Action.REPLAY:
+            assert decision.entry is not None
+            return decision.entry.result
+        if decision.action is not Action.EXECUTE:
+            raise _Stop
+        value = produce()
+        self._buffer.append(
+            {
+                "index": index,
+                "kind": kind,
+                "name": kind.value,
+                "args_digest": NO_ARGS,
+                "completed": True,
+                "result": value,
+            }
+        )
+        return value
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._value(EntryKind.NOW, time.time), tz=UTC)
+
+    def uuid(self) -> _uuid.UUID:
+        return _uuid.UUID(self._value(EntryKind.UUID, lambda: str(_uuid.uuid4())))
+
+    def random(self) -> float:
+        return float(self._value(EntryKind.RANDOM, _random.random))
+
+    def set(self, key: str, value: Any, /) -> None:
+        payload = to_jsonable_python(value)
+        index, decision = self._issue(Command(EntryKind.STATE, key, args_digest(payload)))
+        if decision.action is Action.REPLAY:
+            return
+        if decision.action is not Action.EXECUTE:
+            raise _Stop
+        self._buffer.append(
+            {
+                "index": index,
+                "kind": EntryKind.STATE,
+                "name": key,
+                "args_digest": args_digest(payload),
+                "completed": True,
+                "result": payload,
+            }
+        )
+
+    def sleep(self, duration: timedelta | float, /) -> Awaitable[None]:
+        args = {"seconds": max(0.0, _seconds(duration))}
+        command = Command(EntryKind.SLEEP, "sleep", args_digest(args))
+        index, decision = self._issue(command)
+        entry = self._pending_entry(index, command, args)
+        return self._waiting(index, decision, entry, lambda result, error: None)
+
+    def signal(self, name: str, /, *, timeout: timedelta | float | None = None) -> Awaitable[Any]:
+        assert self._workflow is not None
+        adapter = self._workflow.signals.get(name)
+        if adapter is None:
+            raise TypeError(
+                f"workflow {self._workflow.name} does not declare signal {name!r}: "
+                f"add it to @app.workflow(signals={{{name!r}: PayloadType}})"
+            )
+        args = {"timeout": None if timeout is None else _seconds(timeout)}
+        command = Command(EntryKind.SIGNAL, name, args_digest(args))
+        index, decision = self._issue(command)
+
+        def revive(result: Any, error: ErrorInfo | None) -> Any:
+            if error is not None:
+                raise SignalTimeoutError(name)
+            return adapter.validate_python(result)
+
+        return self._waiting(index, decision, self._pending_entry(index, command, args), revive)
+
+    def child(self, workflow: Callable[..., Awaitable[T]] | str, /, **input: Any) -> Awaitable[T]:
+        definition = self._resolve(workflow, ("workflow",))
+        validated_input(definition, input)
+        args = {"workflow": definition.name, "input": to_jsonable_python(input)}
+        command = Command(EntryKind.CHILD, definition.name, args_digest(args))
+        index, decision = self._issue(command)
+
+        def revive(result: Any, error: ErrorInfo | None) -> Any:
+            if error is not None:
+                raise ChildFailedError(definition.name, error["type"], error["message"])
+            return definition.output.validate_python(result)
+
+        return self._waiting(index, decision, self._pending_entry(index, command, args), revive)
+
+    @staticmethod
+    def _pending_entry(index: int, command: Command, args: Any) -> NewEntry:
+        return {
+            "index": index,
+            "kind": command.kind,
+            "name": command.name,
+            "args_digest": command.args_digest,
+            "completed": False,
+            "args": args,
+        }

@@ -1,0 +1,281 @@
+"""``tether.App`` and the decorators that register components.
+
+Each decorator attaches a definition object to the function (``__tether_definition__``) and
+records it in the app's registry; :meth:`App.manifest` reads the registry back into the
+deployment's manifest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import platform
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+from tether._version import __version__
+from tether.core.manifest import manifest_digest
+
+P = ParamSpec("P")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFINITION_ATTR = "__tether_definition__"
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How a step is retried when it raises anything but :class:`tether.TerminalError`."""
+
+    max_attempts: int = 3
+    """Total tries, the first included; 1 means no retry."""
+    initial_interval: timedelta | float = 0.1
+    """Wait before the second try (seconds or a timedelta)."""
+    backoff: float = 2.0
+    """Factor applied to the wait after every try."""
+    max_interval: timedelta | float = 30.0
+    """Upper bound of one wait."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        if self.backoff < 1:
+            raise ValueError("RetryPolicy.backoff must be at least 1")
+
+    def delay(self, tries_done: int) -> float:
+        """Seconds to wait after ``tries_done`` failed tries."""
+        base = _seconds(self.initial_interval) * self.backoff ** (tries_done - 1)
+        return min(base, _seconds(self.max_interval))
+
+    def to_json(self) -> dict[str, Any]:
+        """Manifest form."""
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_interval": _seconds(self.initial_interval),
+            "backoff": self.backoff,
+            "max_interval": _seconds(self.max_interval),
+        }
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _signature_model(name: str, fn: Callable[..., Any], skip_first: bool) -> tuple[type[BaseModel], list[str], Any]:
+    """Build a pydantic model of ``fn``'s parameters and return it with names and return type."""
+    hints = typing.get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters.values())
+    if skip_first:
+        if not params:
+            raise TypeError(f"workflow {name} must take the context as its first parameter")
+        params = params[1:]
+    fields: dict[str, Any] = {}
+    names: list[str] = []
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{name}: *args and **kwargs parameters cannot be described by a schema")
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+        names.append(param.name)
+    model = create_model(f"{name}_input", __base__=_Input, **fields)
+    return model, names, hints.get("return", Any)
+
+
+@dataclass(eq=False)
+class ComponentDefinition:
+    """What a decorator registers: a workflow, function or tool."""
+
+    kind: str
+    """``workflow``, ``function`` or ``tool``."""
+    name: str
+    """The registered name, unique in the app."""
+    fn: Callable[..., Any]
+    """The user's function."""
+    description: str
+    """The docstring (what callers and models read)."""
+    input_model: type[BaseModel]
+    """Pydantic model of the parameters (the context excluded)."""
+    param_names: list[str]
+    """Parameter names in order."""
+    output: TypeAdapter[Any]
+    """Adapter of the return annotation; revives journaled results."""
+    retry: RetryPolicy = DEFAULT_RETRY
+    """Retry policy (functions and tools)."""
+    signals: dict[str, TypeAdapter[Any]] = field(default_factory=dict)
+    """Declared signals and their payload adapters (workflows)."""
+
+    def describe(self) -> dict[str, Any]:
+        """This component's manifest entry."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_model.model_json_schema(),
+            "output_schema": self.output.json_schema(),
+        }
+        if self.kind == "workflow":
+            out["signals"] = {name: adapter.json_schema() for name, adapter in sorted(self.signals.items())}
+        else:
+            out["retry"] = self.retry.to_json()
+        return out
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map positional and keyword arguments to parameter names."""
+        if len(args) > len(self.param_names):
+            raise TypeError(f"{self.name} takes {len(self.param_names)} arguments, {len(args)} given")
+        bound = dict(zip(self.param_names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in bound:
+                raise TypeError(f"{self.name} got two values for argument {key!r}")
+            bound[key] = value
+        return bound
+
+
+def definition_of(obj: Any) -> ComponentDefinition | None:
+    """The definition a tether decorator attached to ``obj``, if any."""
+    found = getattr(obj, DEFINITION_ATTR, None)
+    return found if isinstance(found, ComponentDefinition) else None
+
+
+class App:
+    """A tether application: the registry of its workflows, functions and tools.
+
+    Example::
+
+        app = tether.App("hello")
+
+        @app.function
+        async def greeting(name: str) -> str:
+            return f"hello {name}"
+
+        @app.workflow
+        async def greet(ctx: tether.Context, name: str) -> str:
+            return await ctx.step(greeting, name)
+    """
+
+    def __init__(self, name: str) -> None:
+        """Create an empty app called ``name``."""
+        if not name or not name.replace("-", "_").isidentifier():
+            raise ValueError(f"app name {name!r} must be a non-empty identifier")
+        self.name = name
+        self.components: dict[str, ComponentDefinition] = {}
+
+    def _register(self, definition: ComponentDefinition) -> None:
+        if definition.name in self.components:
+            raise ValueError(f"app {self.name} already registers a component named {definition.name!r}")
+        self.components[definition.name] = definition
+        setattr(definition.fn, DEFINITION_ATTR, definition)
+
+    def _define(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        name: str | None,
+        retry: RetryPolicy | None = None,
+        signals: Mapping[str, Any] | None = None,
+    ) -> ComponentDefinition:
+        if not callable(fn):
+            raise TypeError(f"@app.{kind} decorates a function, got {fn!r}")
+        component = name or fn.__name__
+        if kind == "workflow" and not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"workflow {component} must be defined with 'async def'")
+        model, names, ret = _signature_model(component, fn, skip_first=kind == "workflow")
+        definition = ComponentDefinition(
+            kind=kind,
+            name=component,
+            fn=fn,
+            description=inspect.cleandoc(fn.__doc__ or ""),
+            input_model=model,
+            param_names=names,
+            output=TypeAdapter(ret),
+            retry=retry or DEFAULT_RETRY,
+            signals={key: TypeAdapter(value) for key, value in (signals or {}).items()},
+        )
+        self._register(definition)
+        return definition
+
+    @overload
+    def workflow(self, fn: F, /) -> F: ...
+    @overload
+    def workflow(self, *, name: str | None = None, signals: Mapping[str, Any] | None = None) -> Callable[[F], F]: ...
+    def workflow(
+        self, fn: F | None = None, /, *, name: str | None = None, signals: Mapping[str, Any] | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a workflow: ``async def wf(ctx: tether.Context, ...) -> T``.
+
+        Args:
+            fn: the workflow function (when used without arguments).
+            name: the registered name (default: the function's name).
+            signals: the signals the workflow accepts and their payload types.
+        """
+
+        def wrap(f: F) -> F:
+            self._define("workflow", f, name, signals=signals)
+            return f
+
+        return wrap(fn) if fn is not None else wrap
+
+    @overload
+    def function(self, fn: F, /) -> F: ...
+    @overload
+    def function(self, *, name: str | None = None, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
+    def function(
+        self, fn: F | None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a function that workflows call with ``await ctx.step(fn, ...)``."""
+
+        def wrap(f: F) -> F:
+            self._define("function", f, name, retry=retry)
+            return f
+
+        return wrap(fn) if fn is not None else wrap
+
+    @overload
+    def tool(self, fn: F, /) -> F: ...
+    @overload
+    def tool(self, *, name: str | None = None, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
+    def tool(
+        self, fn: F | None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a tool: a function whose description and schema agents are shown."""
+
+        def wrap(f: F) -> F:
+            self._define("tool", f, name, retry=retry)
+            return f
+
+        return wrap(fn) if fn is not None else wrap
+
+    def get(self, name: str, kind: str | None = None) -> ComponentDefinition | None:
+        """The registered component ``name`` (of ``kind`` when given)."""
+        found = self.components.get(name)
+        if found is None or (kind is not None and found.kind != kind):
+            return None
+        return found
+
+    def manifest(self) -> dict[str, Any]:
+        """The canonical description of everything this app registers."""
+        return {
+            "app": self.name,
+            "python": ".".join(platform.python_version_tuple()[:2]),
+            "tether": __version__,
+            "components": {name: c.describe() for name, c in sorted(self.components.items())},
+        }
+
+    def manifest_digest(self) -> str:
+        """Digest of :meth:`manifest`."""
+        return manifest_digest(self.manifest())
+
+
+AsyncFn = Callable[P, Awaitable[T]]

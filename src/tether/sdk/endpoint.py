@@ -1,0 +1,98 @@
+"""The ASGI app that serves an app over the runtime⇄deployment protocol (``/tether/*``).
+
+Bundle workers started by the runtime and user-hosted endpoints (``tether serve``) both use
+it, so both kinds of deployment are dispatched identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tether.errors import FencedError
+from tether.protocol import (
+    INVOKE_PATH,
+    MANIFEST_PATH,
+    PROTOCOL_VERSION,
+    AppendResponse,
+    Completion,
+    InvokeRequest,
+    NewEntry,
+    journal_path,
+)
+from tether.sdk._attempt import Attempt
+from tether.sdk.app import App
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class HttpJournalSink:
+    """Appends an attempt's entries to the runtime over HTTP."""
+
+    def __init__(self, client: httpx.AsyncClient, request: InvokeRequest) -> None:
+        """Bind the sink to one attempt (its run, number and token)."""
+        self._client = client
+        self._url = request["runtime_url"].rstrip("/") + journal_path(request["run_id"])
+        self._attempt = request["attempt"]
+        self._token = request["token"]
+
+    async def append(self, entries: list[NewEntry]) -> list[Completion]:
+        """POST the batch; the runtime answers once it is durable."""
+        body = orjson.dumps({"attempt": self._attempt, "token": self._token, "entries": entries})
+        response = await self._client.post(self._url, content=body, headers={"content-type": "application/json"})
+        if response.status_code == 409:
+            raise FencedError(response.json().get("error", {}).get("message", "append refused"))
+        response.raise_for_status()
+        answer: AppendResponse = orjson.loads(response.content)
+        return answer["completions"]
+
+
+def create_endpoint(app: App) -> Starlette:
+    """Build the ASGI app serving ``app``'s manifest and invocations."""
+    manifest = app.manifest()
+    digest = app.manifest_digest()
+    manifest_body = orjson.dumps({"manifest": manifest, "digest": digest, "protocol": PROTOCOL_VERSION})
+    state: dict[str, httpx.AsyncClient] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as client:
+            state["client"] = client
+            yield
+
+    async def get_manifest(_: Request) -> Response:
+        return Response(manifest_body, media_type="application/json")
+
+    async def invoke(request: Request) -> Response:
+        try:
+            body: InvokeRequest = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _json({"error": {"code": "bad_request", "message": "body is not JSON"}}, 400)
+        if body.get("manifest_digest") != digest:
+            return _json(
+                {
+                    "error": {
+                        "code": "manifest_mismatch",
+                        "message": f"endpoint serves manifest {digest[:12]}, "
+                        f"run pinned to {str(body.get('manifest_digest'))[:12]}",
+                    }
+                },
+                409,
+            )
+        attempt = Attempt(app, body, HttpJournalSink(state["client"], body))
+        return _json(await attempt.execute())
+
+    return Starlette(
+        routes=[Route(MANIFEST_PATH, get_manifest, methods=["GET"]), Route(INVOKE_PATH, invoke, methods=["POST"])],
+        lifespan=lifespan,
+    )

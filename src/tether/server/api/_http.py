@@ -1,0 +1,87 @@
+"""Request parsing and response helpers shared by the API modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tether.errors import BadRequestError, PayloadTooLargeError
+from tether.server.runtime import Runtime
+
+MAX_JSON_BYTES = 1024 * 1024
+DEFAULT_TENANT = "default"
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """Serialise ``body`` as JSON."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def runtime(request: Request) -> Runtime:
+    """The runtime the app's lifespan opened."""
+    found: Runtime = request.app.state.runtime
+    return found
+
+
+def tenant(request: Request) -> str:
+    """The request's tenant (``default`` until API tokens carry one)."""
+    return DEFAULT_TENANT
+
+
+def actor(request: Request) -> str:
+    """Who acts, for the audit log (``X-Tether-Actor``, else ``anonymous``)."""
+    return request.headers.get("x-tether-actor", "anonymous")[:200]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes.
+
+    Raises:
+        PayloadTooLargeError: the body is over ``limit``.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the body is {declared} bytes; the limit is {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, *, limit: int = MAX_JSON_BYTES, default: Any = ...) -> Any:
+    """The JSON body.
+
+    Raises:
+        BadRequestError: the body is missing (and no default) or is not JSON.
+        PayloadTooLargeError: the body is over ``limit``.
+    """
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        if default is not ...:
+            return default
+        raise BadRequestError("the request needs a JSON body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+
+
+def float_param(request: Request, name: str, default: float, *, low: float, high: float) -> float:
+    """A numeric query parameter within bounds."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequestError(f"query parameter {name} must be a number, not {text!r}") from None
+    if not low <= value <= high:
+        raise BadRequestError(f"query parameter {name} must be between {low:g} and {high:g}")
+    return value

@@ -1,0 +1,152 @@
+"""Admin: deployments, environments, runs, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tether.core.status import RunStatus
+from tether.errors import BadRequestError
+from tether.server.api._http import actor, float_param, json_response, read_body, read_json, runtime, tenant
+from tether.server.runtime import MAX_BUNDLE_BYTES
+
+
+async def create_deployment(request: Request) -> Response:
+    """``POST /v1/deployments?env=E&app=module:attr``: the body is the bundle (``.tar.gz``).
+
+    Answers 201 with a new deployment, 200 when identical content was deployed before.
+    """
+    data = await read_body(request, MAX_BUNDLE_BYTES)
+    env = request.query_params.get("env") or None
+    deployment, created = await runtime(request).deploy(
+        tenant(request), data, app_ref=request.query_params.get("app") or None, env=env, actor=actor(request)
+    )
+    body = deployment.to_json()
+    body["created"] = created
+    body["env"] = env
+    return json_response(body, 201 if created else 200)
+
+
+async def list_deployments(request: Request) -> Response:
+    """``GET /v1/deployments``."""
+    return json_response({"deployments": await runtime(request).deployments(tenant(request))})
+
+
+async def get_deployment(request: Request) -> Response:
+    """``GET /v1/deployments/{dep}`` (id or label)."""
+    return json_response(await runtime(request).deployment(tenant(request), request.path_params["dep"]))
+
+
+async def delete_deployment(request: Request) -> Response:
+    """``DELETE /v1/deployments/{dep}``: refused (409) unless drained."""
+    dep = await runtime(request).remove(tenant(request), request.path_params["dep"], actor(request))
+    return json_response(dep.to_json())
+
+
+async def diff_deployments(request: Request) -> Response:
+    """``GET /v1/deployments/{a}/diff/{b}``."""
+    rt = runtime(request)
+    return json_response(await rt.diff(tenant(request), request.path_params["a"], request.path_params["b"]))
+
+
+async def list_envs(request: Request) -> Response:
+    """``GET /v1/envs``."""
+    envs = await runtime(request).store.list_envs(tenant(request))
+    return json_response({"environments": [e.to_json() for e in envs]})
+
+
+def _targets(body: Any) -> list[tuple[str, int]]:
+    if isinstance(body, dict) and isinstance(body.get("deployment"), str):
+        return [(body["deployment"], 100)]
+    if isinstance(body, dict) and isinstance(body.get("targets"), list):
+        out = []
+        for item in body["targets"]:
+            if not isinstance(item, dict) or not isinstance(item.get("deployment"), str):
+                raise BadRequestError('each target is {"deployment": "v3", "weight": 90}')
+            weight = item.get("weight", 100)
+            if not isinstance(weight, int) or isinstance(weight, bool):
+                raise BadRequestError("a target's weight must be a positive integer")
+            out.append((item["deployment"], weight))
+        return out
+    raise BadRequestError('set an environment with {"deployment": "v3"} or {"targets": [{"deployment", "weight"}]}')
+
+
+async def put_env(request: Request) -> Response:
+    """``PUT /v1/envs/{env}``: ``{"deployment": ref}`` or ``{"targets": [...]}``, optional ``reason``."""
+    body = await read_json(request)
+    reason = body.get("reason") if isinstance(body, dict) else None
+    env = await runtime(request).set_env(
+        tenant(request), request.path_params["env"], _targets(body), actor=actor(request), reason=reason
+    )
+    return json_response(env.to_json())
+
+
+async def rollback_env(request: Request) -> Response:
+    """``POST /v1/envs/{env}/rollback``."""
+    body = await read_json(request, default={})
+    reason = body.get("reason") if isinstance(body, dict) else None
+    env = await runtime(request).store.rollback_env(
+        tenant(request), request.path_params["env"], actor=actor(request), reason=reason
+    )
+    return json_response(env.to_json())
+
+
+async def env_history(request: Request) -> Response:
+    """``GET /v1/envs/{env}/history``, newest first."""
+    history = await runtime(request).store.env_history(tenant(request), request.path_params["env"])
+    return json_response({"history": history})
+
+
+async def list_runs(request: Request) -> Response:
+    """``GET /v1/runs?status=&workflow=&deployment=&env=&limit=``."""
+    rt = runtime(request)
+    params = request.query_params
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise BadRequestError(f"unknown status {status!r}; use one of {', '.join(s.value for s in RunStatus)}")
+    deployment_id = None
+    if params.get("deployment"):
+        deployment_id = (await rt.store.get_deployment(tenant(request), params["deployment"])).id
+    limit = int(float_param(request, "limit", 100, low=1, high=10_000))
+    runs = await rt.store.list_runs(
+        tenant(request),
+        status=status,
+        workflow=params.get("workflow"),
+        deployment_id=deployment_id,
+        env=params.get("env"),
+        limit=limit,
+    )
+    return json_response({"runs": [r.to_json() for r in runs]})
+
+
+async def cancel_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/cancel`` with optional ``{"reason": ...}``; audited."""
+    body = await read_json(request, default={})
+    reason = body.get("reason") if isinstance(body, dict) else None
+    run = await runtime(request).cancel(tenant(request), request.path_params["id"], actor=actor(request), reason=reason)
+    return json_response(run.to_json())
+
+
+async def audit(request: Request) -> Response:
+    """``GET /v1/audit``, newest first."""
+    limit = int(float_param(request, "limit", 200, low=1, high=10_000))
+    return json_response({"audit": await runtime(request).store.audit(tenant(request), limit)})
+
+
+ROUTES = [
+    Route("/v1/deployments", create_deployment, methods=["POST"]),
+    Route("/v1/deployments", list_deployments, methods=["GET"]),
+    Route("/v1/deployments/{dep}", get_deployment, methods=["GET"]),
+    Route("/v1/deployments/{dep}", delete_deployment, methods=["DELETE"]),
+    Route("/v1/deployments/{a}/diff/{b}", diff_deployments, methods=["GET"]),
+    Route("/v1/envs", list_envs, methods=["GET"]),
+    Route("/v1/envs/{env}", put_env, methods=["PUT"]),
+    Route("/v1/envs/{env}/rollback", rollback_env, methods=["POST"]),
+    Route("/v1/envs/{env}/history", env_history, methods=["GET"]),
+    Route("/v1/runs", list_runs, methods=["GET"]),
+    Route("/v1/runs/{id}/cancel", cancel_run, methods=["POST"]),
+    Route("/v1/audit", audit, methods=["GET"]),
+]

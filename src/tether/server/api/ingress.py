@@ -1,0 +1,76 @@
+"""Ingress: start runs, read their results and state, send signals."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tether.server.api._http import float_param, json_response, read_json, runtime, tenant
+
+
+async def start_in_env(request: Request) -> Response:
+    """``POST /v1/envs/{env}/workflows/{name}/runs``: body is the input object."""
+    return await _start(request, env=request.path_params["env"], deployment=None)
+
+
+async def start_on_deployment(request: Request) -> Response:
+    """``POST /v1/deployments/{dep}/workflows/{name}/runs``."""
+    return await _start(request, env=None, deployment=request.path_params["dep"])
+
+
+async def _start(request: Request, *, env: str | None, deployment: str | None) -> Response:
+    body = await read_json(request, default={})
+    run, created = await runtime(request).start_run(
+        tenant(request),
+        request.path_params["name"],
+        body,
+        env=env,
+        deployment=deployment,
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    return json_response(run.to_json(), 201 if created else 200)
+
+
+async def get_run(request: Request) -> Response:
+    """``GET /v1/runs/{id}``."""
+    run = await runtime(request).store.get_run(tenant(request), request.path_params["id"])
+    return json_response(run.to_json())
+
+
+async def get_result(request: Request) -> Response:
+    """``GET /v1/runs/{id}/result?wait=SECONDS``: the run once it ended, or as it is after the wait."""
+    wait = float_param(request, "wait", 0.0, low=0, high=3600)
+    run = await runtime(request).result(tenant(request), request.path_params["id"], wait)
+    return json_response(run.to_json())
+
+
+async def signal(request: Request) -> Response:
+    """``POST /v1/runs/{id}/signals/{name}``: body is the payload."""
+    payload = await read_json(request, default=None)
+    answer = await runtime(request).signal(
+        tenant(request), request.path_params["id"], request.path_params["name"], payload
+    )
+    return json_response(answer, 202)
+
+
+async def state(request: Request) -> Response:
+    """``GET /v1/runs/{id}/state``."""
+    return json_response(await runtime(request).store.run_state(tenant(request), request.path_params["id"]))
+
+
+async def journal(request: Request) -> Response:
+    """``GET /v1/runs/{id}/journal``."""
+    entries = await runtime(request).store.journal(tenant(request), request.path_params["id"])
+    return json_response({"entries": [e.to_json() for e in entries]})
+
+
+ROUTES = [
+    Route("/v1/envs/{env}/workflows/{name}/runs", start_in_env, methods=["POST"]),
+    Route("/v1/deployments/{dep}/workflows/{name}/runs", start_on_deployment, methods=["POST"]),
+    Route("/v1/runs/{id}", get_run, methods=["GET"]),
+    Route("/v1/runs/{id}/result", get_result, methods=["GET"]),
+    Route("/v1/runs/{id}/signals/{name}", signal, methods=["POST"]),
+    Route("/v1/runs/{id}/state", state, methods=["GET"]),
+    Route("/v1/runs/{id}/journal", journal, methods=["GET"]),
+]

@@ -1,0 +1,46 @@
+"""Internal API: the journal appends of running attempts (authenticated by attempt token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tether.errors import BadRequestError, FencedError
+from tether.server.api._http import json_response, read_json, runtime
+from tether.server.dispatcher import check_token
+
+MAX_APPEND_BYTES = 16 * 1024 * 1024
+_ENTRY_KEYS = ("index", "kind", "name", "args_digest", "completed")
+
+
+def _check(body: Any) -> tuple[int, str, list[Any]]:
+    if not isinstance(body, dict):
+        raise BadRequestError("an append is a JSON object with attempt, token and entries")
+    attempt, token, entries = body.get("attempt"), body.get("token"), body.get("entries")
+    if not isinstance(attempt, int) or not isinstance(token, str) or not isinstance(entries, list):
+        raise BadRequestError("an append needs an integer attempt, a string token and a list of entries")
+    for entry in entries:
+        if not isinstance(entry, dict) or any(key not in entry for key in _ENTRY_KEYS):
+            raise BadRequestError(f"every entry needs {', '.join(_ENTRY_KEYS)}")
+        if not isinstance(entry["index"], int):
+            raise BadRequestError("entry index must be an integer")
+    return attempt, token, entries
+
+
+async def append(request: Request) -> Response:
+    """``POST /v1/internal/runs/{id}/journal``: durable before it answers; fenced."""
+    rt = runtime(request)
+    run_id = request.path_params["id"]
+    attempt, token, entries = _check(await read_json(request, limit=MAX_APPEND_BYTES))
+    if not check_token(request.app.state.secret, run_id, attempt, token):
+        raise FencedError(f"the token is not valid for attempt {attempt} of run {run_id}")
+    result = await rt.store.append(run_id, attempt, entries)
+    if result.runs_made_ready:
+        rt.dispatcher.poke()
+    return json_response({"completions": result.completions})
+
+
+ROUTES = [Route("/v1/internal/runs/{id}/journal", append, methods=["POST"])]

@@ -1,0 +1,116 @@
+"""The server's ASGI app factory: routes, error handlers, and the lifespan that owns the store,
+the worker pool and the dispatcher."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from tether.server.api import admin, ingress, internal
+from tether.server.api._http import json_response
+from tether.server.dispatcher import Dispatcher
+from tether.server.errors import HANDLERS
+from tether.server.runtime import Notifier, Runtime
+from tether.server.workers import WorkerPool
+from tether.store import open_store
+
+log = logging.getLogger("tether.server")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerOptions:
+    """How a server runs."""
+
+    data_dir: Path
+    """Where SQLite, extracted bundles and worker logs live."""
+    runtime_url: str
+    """The URL workers use to reach this server."""
+    store: str | None = None
+    """A store URL; default: SQLite in ``data_dir``."""
+    synchronous: str = "FULL"
+    """SQLite ``synchronous`` pragma."""
+    worker_idle_timeout: float = 300.0
+    """Seconds a worker with nothing to do stays up."""
+    max_in_flight: int = 256
+    """Attempts dispatched at once."""
+
+
+async def healthz(_: Request) -> Response:
+    """``GET /healthz``."""
+    return json_response({"ok": True})
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics`` in Prometheus text format."""
+    rt: Runtime = request.app.state.runtime
+    lines = [
+        "# HELP tether_runs Runs by deployment and status.",
+        "# TYPE tether_runs gauge",
+    ]
+    for (deployment_id, status), count in sorted((await rt.store.counts()).items()):
+        lines.append(f'tether_runs{{deployment_id="{deployment_id}",status="{status}"}} {count}')
+    lines += [
+        "# HELP tether_workers_alive Bundle worker processes running.",
+        "# TYPE tether_workers_alive gauge",
+        f"tether_workers_alive {len(rt.pool.alive())}",
+        "# HELP tether_worker_cold_starts_total Workers started.",
+        "# TYPE tether_worker_cold_starts_total counter",
+        f"tether_worker_cold_starts_total {rt.pool.cold_starts}",
+        "# HELP tether_attempts_total Attempts dispatched.",
+        "# TYPE tether_attempts_total counter",
+        f"tether_attempts_total {rt.dispatcher.attempts_started}",
+        "# HELP tether_timers_fired_total Durable timers fired.",
+        "# TYPE tether_timers_fired_total counter",
+        f"tether_timers_fired_total {rt.dispatcher.timers_fired}",
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def create_app(options: ServerOptions) -> Starlette:
+    """Build the server app; the store opens and closes with the app's lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(options.store or options.data_dir, synchronous=options.synchronous)
+        secret = await store.secret()
+        pool = WorkerPool(options.data_dir, idle_timeout=options.worker_idle_timeout)
+        notifier = Notifier()
+        dispatcher = Dispatcher(
+            store,
+            pool,
+            secret=secret,
+            runtime_url=options.runtime_url,
+            max_in_flight=options.max_in_flight,
+            on_change=notifier.notify,
+        )
+        runtime = Runtime(store, pool, dispatcher, notifier)
+        recovered = await store.recover()
+        if recovered:
+            log.info("recovering %d runs whose attempts were in flight", recovered)
+        app.state.runtime = runtime
+        app.state.secret = secret
+        dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.close()
+            await pool.close()
+            await runtime.close()
+            await store.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *ingress.ROUTES,
+        *admin.ROUTES,
+        *internal.ROUTES,
+    ]
+    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]

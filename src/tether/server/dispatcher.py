@@ -1,0 +1,195 @@
+"""The dispatcher and scheduler: fire timers, claim ready runs, invoke their pinned deployment.
+
+One loop per server. It fires due timers, claims runs whose ``ready_at`` has come (new runs,
+woken runs, retries, runs recovered after a crash), and runs each attempt as a task that
+invokes the worker of the run's pinned deployment and records the outcome. It sleeps until the
+next timer or until poked (a run was created, signalled, cancelled, or an attempt ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from tether.errors import BundleError
+from tether.protocol import INVOKE_PATH, InvokeRequest
+from tether.server.workers import WorkerPool
+from tether.store.base import AttemptStart, Deployment, Store
+
+log = logging.getLogger("tether.dispatcher")
+MAX_IDLE_SLEEP = 1.0
+RETRY_CAP = 60.0
+
+
+def attempt_token(secret: bytes, run_id: str, attempt: int) -> str:
+    """The HMAC that authorises one attempt of one run to append to its journal."""
+    return hmac.new(secret, f"{run_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def check_token(secret: bytes, run_id: str, attempt: int, token: str) -> bool:
+    """Whether ``token`` is the one issued for this run and attempt."""
+    return hmac.compare_digest(attempt_token(secret, run_id, attempt), token)
+
+
+def retry_delay(attempt: int) -> float:
+    """Backoff before the next attempt after an infrastructure failure."""
+    return float(min(RETRY_CAP, 0.25 * 2 ** max(0, attempt - 1)))
+
+
+class Dispatcher:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        pool: WorkerPool,
+        *,
+        secret: bytes,
+        runtime_url: str,
+        max_in_flight: int = 256,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        """Wire the dispatcher to the store and the worker pool."""
+        self._store = store
+        self._pool = pool
+        self._secret = secret
+        self.runtime_url = runtime_url
+        self._max = max_in_flight
+        self._on_change = on_change
+        self._poked = asyncio.Event()
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=None)
+        )
+        self.attempts_started = 0
+        self.timers_fired = 0
+
+    def poke(self) -> None:
+        """Something may be ready: look now."""
+        self._poked.set()
+
+    def start(self) -> None:
+        """Start the loop (after recovery)."""
+        self._loop_task = asyncio.create_task(self._loop(), name="tether-dispatcher")
+
+    async def close(self) -> None:
+        """Stop the loop and abandon attempts in flight (they are recovered on restart)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._attempts):
+            task.cancel()
+        await asyncio.gather(*self._attempts, return_exceptions=True)
+        await self._http.aclose()
+
+    async def _loop(self) -> None:
+        last_reap = time.monotonic()
+        while True:
+            try:
+                await self._tick()
+            except Exception:
+                log.exception("dispatcher tick failed; retrying")
+                await asyncio.sleep(0.5)
+            if time.monotonic() - last_reap > 5.0:
+                last_reap = time.monotonic()
+                await self._pool.reap_idle()
+            timeout = MAX_IDLE_SLEEP
+            if len(self._attempts) < self._max:
+                wake = await self._store.next_wake()
+                if wake is not None:
+                    timeout = max(0.0, min(MAX_IDLE_SLEEP, wake - time.time()))
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poked.wait(), timeout)
+            self._poked.clear()
+
+    async def _tick(self) -> None:
+        now = time.time()
+        self.timers_fired += await self._store.fire_timers(now)
+        free = self._max - len(self._attempts)
+        if free <= 0:
+            return
+        for start in await self._store.claim_ready(now, free):
+            task = asyncio.create_task(self._attempt(start))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
+            self.attempts_started += 1
+
+    async def _attempt(self, start: AttemptStart) -> None:
+        run = start.run
+        try:
+            outcome = await self._invoke(start)
+        except Exception as exc:
+            log.exception("attempt %s of run %s failed to invoke", run.attempt, run.id)
+            outcome = {
+                "outcome": "retry",
+                "delay": retry_delay(run.attempt),
+                "error": {"type": type(exc).__name__, "message": str(exc)},
+            }
+        try:
+            await self._store.finish_attempt(run.id, run.attempt, outcome)
+        finally:
+            self.poke()
+            if self._on_change is not None:
+                self._on_change(run.id)
+
+    async def _endpoint(self, deployment: Deployment) -> tuple[str, Any]:
+        if deployment.kind == "endpoint":
+            assert deployment.url is not None
+            return deployment.url, None
+        assert deployment.bundle_digest is not None and deployment.app_ref is not None
+        digest = deployment.bundle_digest
+        worker = await self._pool.get(digest, deployment.app_ref, lambda: self._store.get_artifact(digest))
+        return worker.url, worker
+
+    async def _invoke(self, start: AttemptStart) -> dict[str, Any]:
+        run, deployment = start.run, start.deployment
+        try:
+            url, worker = await self._endpoint(deployment)
+        except BundleError as exc:
+            return {"outcome": "stuck", "error": {"type": "DeploymentUnavailable", "message": exc.message}}
+        request: InvokeRequest = {
+            "run_id": run.id,
+            "attempt": run.attempt,
+            "token": attempt_token(self._secret, run.id, run.attempt),
+            "deployment_id": deployment.id,
+            "deployment_label": deployment.label,
+            "manifest_digest": deployment.manifest_digest,
+            "component": run.workflow,
+            "input": run.input,
+            "journal": [e.to_json() for e in start.journal],
+            "runtime_url": self.runtime_url,
+        }
+        if worker is not None:
+            worker.active += 1
+        try:
+            response = await self._http.post(
+                url.rstrip("/") + INVOKE_PATH,
+                content=orjson.dumps(request),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.TransportError:
+            if worker is not None:
+                self._pool.forget(worker)
+            raise
+        finally:
+            if worker is not None:
+                worker.active -= 1
+                worker.last_used = time.monotonic()
+        if response.status_code == 409:
+            body = response.json()
+            return {"outcome": "stuck", "error": {"type": "ManifestMismatch", "message": body["error"]["message"]}}
+        response.raise_for_status()
+        outcome: dict[str, Any] = orjson.loads(response.content)
+        return outcome

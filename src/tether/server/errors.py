@@ -1,0 +1,43 @@
+"""Map exceptions to JSON error responses: one registry, keyed by class along the MRO."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tether.errors import TetherError
+
+log = logging.getLogger("tether.server")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """The one JSON error shape: ``{"error": {"code", "message"}}``."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def tether_error(_: Request, exc: Exception) -> Response:
+    """A :class:`TetherError` answers with its own status and code."""
+    assert isinstance(exc, TetherError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    """Routing errors (unknown path, wrong method) in the same shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def internal_error(_: Request, exc: Exception) -> Response:
+    """Anything unexpected: logged with its traceback, answered as 500."""
+    log.error("internal error", exc_info=exc)
+    return error_response(500, "internal", f"internal error: {type(exc).__name__}: {exc}")
+
+
+HANDLERS = {TetherError: tether_error, HTTPException: http_error, Exception: internal_error}
+"""Exception class → handler; Starlette picks the nearest class along the MRO."""

@@ -1,0 +1,275 @@
+"""The runtime's service functions: what the HTTP API (and later the dashboard) call.
+
+Each function takes plain, already-parsed arguments and returns store records; HTTP concerns
+stay in ``server/api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jsonschema
+import orjson
+
+from tether import _bundle
+from tether.core.manifest import Change, deployment_id, diff, manifest_digest
+from tether.core.routing import Target
+from tether.core.status import TERMINAL
+from tether.errors import BadRequestError, BundleError, NotFoundError, PayloadTooLargeError, SchemaError
+from tether.protocol import MANIFEST_PATH
+from tether.server.dispatcher import Dispatcher
+from tether.server.workers import WorkerPool
+from tether.store.base import Deployment, Environment, Run, Store
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+MAX_BUNDLE_BYTES = 50 * 1024 * 1024
+
+
+def check_name(kind: str, name: str) -> str:
+    """Validate an environment or similar name.
+
+    Raises:
+        BadRequestError: with the rule it breaks.
+    """
+    if not NAME_PATTERN.match(name):
+        raise BadRequestError(f"{kind} name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def _validate(schema: dict[str, Any], value: Any, what: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        parts = []
+        for error in errors[:5]:
+            where = ".".join(str(p) for p in error.absolute_path)
+            parts.append(f"{where}: {error.message}" if where else error.message)
+        raise SchemaError(f"{what}: " + "; ".join(parts))
+
+
+class Notifier:
+    """Wakes whoever waits for a run's result when the run changes."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def notify(self, run_id: str) -> None:
+        """The run changed."""
+        event = self._events.get(run_id)
+        if event is not None:
+            event.set()
+
+    async def wait(self, run_id: str, timeout: float) -> None:
+        """Wait until the run changes or ``timeout`` passes."""
+        event = self._events.setdefault(run_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._events.pop(run_id, None)
+
+
+class Runtime:
+    """The runtime's operations over one store, worker pool and dispatcher."""
+
+    def __init__(self, store: Store, pool: WorkerPool, dispatcher: Dispatcher, notifier: Notifier) -> None:
+        """Assemble the runtime."""
+        self.store = store
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.notifier = notifier
+        self._http = httpx.AsyncClient(timeout=30.0)
+
+    async def close(self) -> None:
+        """Release the HTTP client."""
+        await self._http.aclose()
+
+    # --- deployments ------------------------------------------------------------------
+
+    async def deploy(
+        self, tenant_id: str, data: bytes, *, app_ref: str | None, env: str | None, actor: str
+    ) -> tuple[Deployment, bool]:
+        """Store a bundle, read its manifest from a worker, record the deployment, route ``env``.
+
+        Raises:
+            PayloadTooLargeError: the bundle is over the bound.
+            BundleError: the bundle cannot be read or its app cannot be loaded.
+        """
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise PayloadTooLargeError(f"the bundle is {len(data)} bytes; the limit is {MAX_BUNDLE_BYTES}")
+        if not data:
+            raise BundleError("the request has no bundle: send the app as a .tar.gz body ('tether deploy PATH')")
+        if env is not None:
+            check_name("environment", env)
+        digest = _bundle.digest(data)
+        existed = (self.pool_folder(digest)).is_dir()
+        folder = self.pool.unpack(data, digest)
+        try:
+            ref = _bundle.check_ref(app_ref) if app_ref else _bundle.app_ref(folder)
+            if ref is None:
+                raise BundleError(
+                    'the bundle names no app: add tether.toml with app = "module:attribute", or pass --app'
+                )
+
+            async def load() -> bytes:
+                return data
+
+            worker = await self.pool.get(digest, ref, load)
+            response = await self._http.get(worker.url + MANIFEST_PATH)
+            response.raise_for_status()
+            body = orjson.loads(response.content)
+        except BaseException:
+            if not existed:
+                self.pool.discard(digest)
+            raise
+        manifest = body["manifest"]
+        digest_of_manifest = manifest_digest(manifest)
+        if digest_of_manifest != body["digest"]:
+            raise BundleError("the worker reported a manifest whose digest does not match its content")
+        return await self.store.create_deployment(
+            tenant_id,
+            deployment_id=deployment_id(digest, digest_of_manifest),
+            kind="bundle",
+            manifest=manifest,
+            manifest_digest=digest_of_manifest,
+            actor=actor,
+            app_ref=ref,
+            bundle=data,
+            bundle_digest=digest,
+            env=env,
+        )
+
+    def pool_folder(self, digest: str) -> Any:
+        """The folder a bundle is extracted to."""
+        return self.pool._bundles / digest
+
+    async def deployments(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every deployment with its lifecycle status and live workers."""
+        items = await self.store.list_deployments(tenant_id)
+        alive = self.pool.alive()
+        for item in items:
+            item["workers"] = int(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"])) in alive)
+        return items
+
+    async def deployment(self, tenant_id: str, ref: str) -> dict[str, Any]:
+        """One deployment, with its manifest."""
+        item = await self.store.describe_deployment(tenant_id, ref)
+        item["workers"] = int(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"])) in self.pool.alive())
+        return item
+
+    async def diff(self, tenant_id: str, a: str, b: str) -> dict[str, Any]:
+        """What changed from deployment ``a`` to ``b``, and the runs on ``a`` it would affect."""
+        old = await self.store.get_deployment(tenant_id, a)
+        new = await self.store.get_deployment(tenant_id, b)
+        changes = diff(old.manifest, new.manifest)
+        if old.bundle_digest != new.bundle_digest:
+            changes.insert(
+                0, Change("*", "code changed", f"bundle {str(old.bundle_digest)[:12]} → {str(new.bundle_digest)[:12]}")
+            )
+        changed = {c.component for c in changes}
+        affected = [
+            r.id
+            for r in await self.store.list_runs(tenant_id, deployment_id=old.id, limit=1000)
+            if r.status not in TERMINAL and r.workflow in changed
+        ]
+        return {
+            "from": old.to_json(),
+            "to": new.to_json(),
+            "changes": [c.to_json() for c in changes],
+            "runs_affected_if_unpinned": affected,
+        }
+
+    async def remove(self, tenant_id: str, ref: str, actor: str) -> Deployment:
+        """Remove a drained deployment."""
+        return await self.store.remove_deployment(tenant_id, ref, actor)
+
+    # --- environments -----------------------------------------------------------------
+
+    async def set_env(
+        self, tenant_id: str, name: str, targets: list[tuple[str, int]], *, actor: str, reason: str | None
+    ) -> Environment:
+        """Point an environment at deployments given by id or label (weights for a split)."""
+        check_name("environment", name)
+        if not targets:
+            raise BadRequestError("an environment needs at least one deployment")
+        resolved = []
+        for ref, weight in targets:
+            if weight <= 0:
+                raise BadRequestError(f"weight of {ref} must be a positive integer")
+            resolved.append(Target((await self.store.get_deployment(tenant_id, ref)).id, weight))
+        return await self.store.set_env(tenant_id, name, resolved, actor=actor, reason=reason)
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        tenant_id: str,
+        workflow: str,
+        input: Any,
+        *,
+        env: str | None = None,
+        deployment: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Run, bool]:
+        """Create a run, pinned now, after validating its input against the pinned schema."""
+        if not isinstance(input, dict):
+            raise BadRequestError("the run input must be a JSON object of the workflow's parameters")
+
+        def validate(dep: Deployment) -> None:
+            schema = dep.manifest["components"][workflow]["input_schema"]
+            _validate(schema, input, f"input of {workflow} on {dep.label}")
+
+        run, created = await self.store.create_run(
+            tenant_id,
+            workflow=workflow,
+            input=input,
+            env=env,
+            deployment_ref=deployment,
+            idempotency_key=idempotency_key,
+            validate=validate,
+        )
+        if created:
+            self.dispatcher.poke()
+        return run, created
+
+    async def result(self, tenant_id: str, run_id: str, wait: float) -> Run:
+        """The run, waiting up to ``wait`` seconds for it to end."""
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            run = await self.store.get_run(tenant_id, run_id)
+            left = deadline - time.monotonic()
+            if run.status in TERMINAL or run.status.value == "stuck" or left <= 0:
+                return run
+            await self.notifier.wait(run_id, min(left, 0.5))
+
+    async def signal(self, tenant_id: str, run_id: str, name: str, payload: Any) -> dict[str, Any]:
+        """Deliver a signal after validating it against the pinned deployment's schema."""
+
+        def validate(run: Run, dep: Deployment) -> None:
+            signals = dep.manifest["components"][run.workflow].get("signals", {})
+            if name not in signals:
+                raise NotFoundError(
+                    f"workflow {run.workflow} on {dep.label} declares no signal {name!r}; it declares: "
+                    + (", ".join(sorted(signals)) or "none")
+                )
+            _validate(signals[name], payload, f"signal {name} of {run.workflow} on {dep.label}")
+
+        answer = await self.store.signal(tenant_id, run_id, name, payload, validate=validate)
+        self.dispatcher.poke()
+        return answer
+
+    async def cancel(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:
+        """Cancel a run (and its children); audited."""
+        run = await self.store.cancel_run(tenant_id, run_id, actor=actor, reason=reason)
+        self.notifier.notify(run_id)
+        self.dispatcher.poke()
+        return run
+
+
+RunCallback = Callable[[str], None]

@@ -1,0 +1,204 @@
+"""Bundle workers: processes started on demand from stored artifacts, one per deployment.
+
+A worker serves the runtime⇄deployment protocol on a loopback port. The pool starts one the
+first time a deployment's run needs it (from the artifact in the store, extracted once into
+the data directory), restarts it if it died, and stops it after an idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether import _bundle
+from tether.errors import BundleError
+
+log = logging.getLogger("tether.workers")
+START_TIMEOUT = 60.0
+
+
+@dataclass(eq=False)
+class Worker:
+    """One running worker process."""
+
+    key: str
+    process: asyncio.subprocess.Process
+    url: str
+    manifest_digest: str
+    started_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    active: int = 0
+    """Attempts in flight on this worker."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.returncode is None
+
+
+class WorkerPool:
+    """Starts, finds and stops bundle workers."""
+
+    def __init__(self, data_dir: Path, *, idle_timeout: float = 300.0) -> None:
+        """Keep extracted bundles and worker logs under ``data_dir``."""
+        self._bundles = data_dir / "bundles"
+        self._logs = data_dir / "logs"
+        self._bundles.mkdir(parents=True, exist_ok=True)
+        self._logs.mkdir(parents=True, exist_ok=True)
+        self.idle_timeout = idle_timeout
+        self._workers: dict[str, Worker] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.cold_starts = 0
+        """Workers started since the server started."""
+
+    @staticmethod
+    def key(bundle_digest: str, app_ref: str) -> str:
+        """The identity of a worker: what it runs."""
+        return f"{bundle_digest}:{app_ref}"
+
+    def alive(self) -> dict[str, Worker]:
+        """Running workers by key."""
+        return {k: w for k, w in self._workers.items() if w.alive}
+
+    def unpack(self, data: bytes, bundle_digest: str) -> Path:
+        """Extract a bundle once into ``bundles/<digest>`` (atomically) and return the folder.
+
+        Raises:
+            BundleError: the bytes are not a safe bundle.
+        """
+        target = self._bundles / bundle_digest
+        if target.is_dir():
+            return target
+        scratch = self._bundles / f".tmp-{uuid.uuid4().hex}"
+        try:
+            _bundle.extract(data, scratch)
+            try:
+                scratch.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return target
+
+    def discard(self, bundle_digest: str) -> None:
+        """Remove an extracted bundle folder (after a failed deploy)."""
+        shutil.rmtree(self._bundles / bundle_digest, ignore_errors=True)
+
+    async def get(self, bundle_digest: str, app_ref: str, load: object) -> Worker:
+        """A live worker for the bundle, started if needed.
+
+        Args:
+            bundle_digest: which artifact.
+            app_ref: ``module:attribute`` of the app inside it.
+            load: an async callable returning the artifact bytes (used when the bundle is not
+                extracted locally yet).
+
+        Raises:
+            BundleError: the artifact is gone or the app cannot be loaded.
+        """
+        key = self.key(bundle_digest, app_ref)
+        worker = self._workers.get(key)
+        if worker is not None and worker.alive:
+            worker.last_used = time.monotonic()
+            return worker
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            worker = self._workers.get(key)
+            if worker is not None and worker.alive:
+                return worker
+            folder = self._bundles / bundle_digest
+            if not folder.is_dir():
+                data = await load()  # type: ignore[operator]
+                if data is None:
+                    raise BundleError(f"the artifact {bundle_digest[:12]} is no longer stored: deploy the app again")
+                folder = self.unpack(data, bundle_digest)
+            worker = await self._start(key, folder, app_ref)
+            self._workers[key] = worker
+            return worker
+
+    async def _start(self, key: str, folder: Path, app_ref: str) -> Worker:
+        log_path = self._logs / f"worker-{key.split(':')[0][:12]}.log"
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        with open(log_path, "ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tether._worker",
+                "--app-dir",
+                str(folder),
+                "--app",
+                app_ref,
+                cwd=folder,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise BundleError(f"the worker for {app_ref} did not start within {START_TIMEOUT:.0f}s") from None
+        text = line.decode().strip()
+        if text.startswith("TETHER_WORKER_READY "):
+            _, port, digest = text.split(" ")
+            self.cold_starts += 1
+            log.info("started worker %s for %s on port %s", process.pid, app_ref, port)
+            return Worker(key, process, f"http://127.0.0.1:{port}", digest)
+        await process.wait()
+        if text.startswith("TETHER_WORKER_ERROR "):
+            raise BundleError(json.loads(text.removeprefix("TETHER_WORKER_ERROR ")))
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise BundleError(f"the worker for {app_ref} exited with code {process.returncode}:\n{tail}")
+
+    def forget(self, worker: Worker) -> None:
+        """Drop a worker that stopped answering (it is killed if still running)."""
+        if self._workers.get(worker.key) is worker:
+            del self._workers[worker.key]
+        if worker.alive:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+
+    async def reap_idle(self) -> int:
+        """Stop workers with no attempt in flight for longer than the idle timeout."""
+        now = time.monotonic()
+        stopped = 0
+        for worker in list(self._workers.values()):
+            if not worker.alive:
+                self._workers.pop(worker.key, None)
+            elif worker.active == 0 and now - worker.last_used > self.idle_timeout:
+                self._workers.pop(worker.key, None)
+                await self._stop(worker)
+                stopped += 1
+        return stopped
+
+    @staticmethod
+    async def _stop(worker: Worker) -> None:
+        if worker.alive:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.terminate()
+            try:
+                await asyncio.wait_for(worker.process.wait(), 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                await worker.process.wait()
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        workers = list(self._workers.values())
+        self._workers.clear()
+        await asyncio.gather(*(self._stop(w) for w in workers))
