@@ -12,6 +12,8 @@ import json
 import os
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -21,13 +23,31 @@ from tether.errors import BundleError
 from tether.sdk.endpoint import create_endpoint
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Exit when the runtime that started us is gone (even after kill -9).
+
+    An orphaned worker would go on executing steps for attempts the restarted runtime has
+    already fenced off; exiting promptly keeps side effects to the documented at-least-once.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tether-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m tether._worker")
     parser.add_argument("--app-dir", required=True, type=Path)
     parser.add_argument("--app", required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        _exit_with_parent(args.parent_pid)
     try:
         app = load_app(args.app_dir, args.app)
         endpoint = create_endpoint(app)

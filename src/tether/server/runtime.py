@@ -173,11 +173,15 @@ class Runtime:
                 0, Change("*", "code changed", f"bundle {str(old.bundle_digest)[:12]} → {str(new.bundle_digest)[:12]}")
             )
         changed = {c.component for c in changes}
-        affected = [
-            r.id
-            for r in await self.store.list_runs(tenant_id, deployment_id=old.id, limit=1000)
-            if r.status not in TERMINAL and r.workflow in changed
-        ]
+        code_changed = old.bundle_digest != new.bundle_digest
+        affected = []
+        for run in await self.store.list_runs(tenant_id, deployment_id=old.id, limit=10_000):
+            if run.status in TERMINAL:
+                continue
+            called = {e.name for e in await self.store.journal(tenant_id, run.id) if e.kind in ("step", "child")}
+            reasons = sorted(({run.workflow} | called) & changed)
+            if reasons or code_changed:
+                affected.append({"run_id": run.id, "workflow": run.workflow, "changed": reasons or ["code"]})
         return {
             "from": old.to_json(),
             "to": new.to_json(),

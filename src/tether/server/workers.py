@@ -138,6 +138,8 @@ class WorkerPool:
                 str(folder),
                 "--app",
                 app_ref,
+                "--parent-pid",
+                str(os.getpid()),
                 cwd=folder,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,

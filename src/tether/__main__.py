@@ -1,0 +1,5 @@
+"""``python -m tether``: the CLI."""
+
+from tether.cli.main import main
+
+main()

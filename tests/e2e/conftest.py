@@ -1,0 +1,160 @@
+"""A real ``tether server`` subprocess per test, on a free loopback port, with real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from tether.client import Client
+
+T = TypeVar("T")
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class ServerProcess:
+    """A ``tether server`` started as a subprocess on a data directory."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        log.write(b"\n--- server start ---\n")
+        log.flush()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether",
+                "server",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "info",
+                "--worker-idle-timeout",
+                "60",
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = LISTENING.findall(self.log_path.read_text(errors="replace"))
+            if len(found) >= self.starts:
+                self.url = found[-1]
+                break
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tether server exited early:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"tether server did not start:\n{self.log_path.read_text()}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"tether server never became healthy:\n{self.log_path.read_text()}")
+
+    @property
+    def starts(self) -> int:
+        return self.log_path.read_text(errors="replace").count("--- server start ---")
+
+    def kill9(self) -> None:
+        """Crash the server the hard way."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``fn`` with a client of this server."""
+
+        async def go() -> T:
+            async with Client(self.url, actor="tests") as client:
+                return await fn(client)
+
+        return asyncio.run(go())
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table, read straight from the SQLite file (WAL allows it while serving)."""
+        conn = sqlite3.connect(f"file:{self.data_dir / 'tether.db'}?mode=ro", uri=True)
+        try:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+        finally:
+            conn.close()
+
+    def wait_for(self, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+        """Poll a run until its status is one of ``statuses``."""
+        deadline = time.monotonic() + timeout
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = self.call(lambda c: c.run(run_id))
+            if run["status"] in statuses:
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} is {run.get('status')}, expected one of {statuses}: {run}")
+
+
+@pytest.fixture
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        sys.stderr.write(f"\n--- server log ---\n{proc.log_path.read_text(errors='replace')[-8000:]}\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
+
+
+def write_app(root: Path, source: str, *, module: str = "app", attribute: str = "app") -> Path:
+    """Write an app folder: ``tether.toml`` plus one module."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tether.toml").write_text(f'app = "{module}:{attribute}"\n')
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    return root
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str, source: str, **kwargs: str) -> Path:
+        return write_app(tmp_path / "apps" / name, source, **kwargs)
+
+    return make
