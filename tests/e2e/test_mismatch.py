@@ -60,7 +60,8 @@ def test_replay_against_changed_code_is_stuck_with_a_diff(server: ServerProcess,
     reason = stuck["stuck_reason"]
     assert (reason["index"], reason["reason"]) == (0, "name")
     assert re.fullmatch(
-        r"entry 0: journal has step compute_risk_score\(#[0-9a-f]{4}\), code issued step compute_risk_v2\(#[0-9a-f]{4}\)",
+        r"entry 0: journal has step compute_risk_score\(#[0-9a-f]{4}\), "
+        r"code issued step compute_risk_v2\(#[0-9a-f]{4}\)",
         reason["message"],
     ), reason["message"]
     # Not retried in a loop: the attempt count holds still.

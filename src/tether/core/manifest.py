@@ -87,6 +87,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     for name in sorted(old_components.keys() | new_components.keys()):
         before, after = old_components.get(name), new_components.get(name)
         if before is None:
+            assert after is not None
             changes.append(Change(name, "added", f"{after['kind']} {name}"))
             continue
         if after is None:

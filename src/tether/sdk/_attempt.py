@@ -23,7 +23,7 @@ import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
@@ -269,7 +269,7 @@ class Attempt(Context):
     def _done(self, revive: Callable[[Any, ErrorInfo | None], T], entry: JournalEntry) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         try:
-            future.set_result(revive(entry.result, entry.error))
+            future.set_result(revive(entry.result, cast(ErrorInfo | None, entry.error)))
         except Exception as exc:
             future.set_exception(exc)
         return future

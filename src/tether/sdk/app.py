@@ -209,10 +209,10 @@ class App:
     @overload
     def workflow(self, fn: F, /) -> F: ...
     @overload
-    def workflow(self, *, name: str | None = None, signals: Mapping[str, Any] | None = None) -> Callable[[F], F]: ...
     def workflow(
-        self, fn: F | None = None, /, *, name: str | None = None, signals: Mapping[str, Any] | None = None
-    ) -> F | Callable[[F], F]:
+        self, fn: None = None, /, *, name: str | None = None, signals: Mapping[str, Any] | None = None
+    ) -> Callable[[F], F]: ...
+    def workflow(self, fn: Any = None, /, *, name: str | None = None, signals: Mapping[str, Any] | None = None) -> Any:
         """Register a workflow: ``async def wf(ctx: tether.Context, ...) -> T``.
 
         Args:
@@ -230,10 +230,10 @@ class App:
     @overload
     def function(self, fn: F, /) -> F: ...
     @overload
-    def function(self, *, name: str | None = None, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
     def function(
-        self, fn: F | None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
-    ) -> F | Callable[[F], F]:
+        self, fn: None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
+    ) -> Callable[[F], F]: ...
+    def function(self, fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
         """Register a function that workflows call with ``await ctx.step(fn, ...)``."""
 
         def wrap(f: F) -> F:
@@ -245,10 +245,10 @@ class App:
     @overload
     def tool(self, fn: F, /) -> F: ...
     @overload
-    def tool(self, *, name: str | None = None, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
     def tool(
-        self, fn: F | None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
-    ) -> F | Callable[[F], F]:
+        self, fn: None = None, /, *, name: str | None = None, retry: RetryPolicy | None = None
+    ) -> Callable[[F], F]: ...
+    def tool(self, fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
         """Register a tool: a function whose description and schema agents are shown."""
 
         def wrap(f: F) -> F:

@@ -113,4 +113,4 @@ def create_app(options: ServerOptions) -> Starlette:
         *admin.ROUTES,
         *internal.ROUTES,
     ]
-    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)

@@ -1,0 +1,219 @@
+"""The records the store reads and writes: deployments, runs, environments, attempts."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tether.core.journal import JournalEntry
+from tether.core.routing import Target
+from tether.core.status import RunStatus
+from tether.protocol import Completion
+
+Row = Mapping[str, Any]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _loads(text: str | bytes | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """An immutable snapshot of an app, as stored."""
+
+    tenant_id: str
+    id: str
+    label: str
+    kind: str
+    """``bundle`` (started by the runtime) or ``endpoint`` (a registered URL)."""
+    app_ref: str | None
+    url: str | None
+    bundle_digest: str | None
+    manifest_digest: str
+    manifest: dict[str, Any]
+    created_at: float
+    created_by: str
+    removed_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Deployment:
+        """Build from a ``deployments`` row."""
+        return cls(
+            tenant_id=row["tenant_id"],
+            id=row["id"],
+            label=row["label"],
+            kind=row["kind"],
+            app_ref=row["app_ref"],
+            url=row["url"],
+            bundle_digest=row["bundle_digest"],
+            manifest_digest=row["manifest_digest"],
+            manifest=_loads(row["manifest"]),
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+            removed_at=row["removed_at"],
+        )
+
+    def to_json(self, *, with_manifest: bool = False) -> dict[str, Any]:
+        """The API form."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "label": self.label,
+            "kind": self.kind,
+            "app": self.manifest.get("app"),
+            "app_ref": self.app_ref,
+            "url": self.url,
+            "bundle_digest": self.bundle_digest,
+            "manifest_digest": self.manifest_digest,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "removed_at": self.removed_at,
+            "workflows": sorted(n for n, c in self.manifest.get("components", {}).items() if c["kind"] == "workflow"),
+        }
+        if with_manifest:
+            out["manifest"] = self.manifest
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution of a workflow, pinned to its deployment."""
+
+    id: str
+    tenant_id: str
+    deployment_id: str
+    workflow: str
+    env: str | None
+    status: RunStatus
+    input: Any
+    output: Any
+    error: Any
+    stuck_reason: Any
+    last_error: Any
+    attempt: int
+    ready_at: float | None
+    parent_run_id: str | None
+    parent_index: int | None
+    idempotency_key: str | None
+    created_at: float
+    updated_at: float
+    completed_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Run:
+        """Build from a ``runs`` row."""
+        return cls(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            deployment_id=row["deployment_id"],
+            workflow=row["workflow"],
+            env=row["env"],
+            status=RunStatus(row["status"]),
+            input=_loads(row["input"]),
+            output=_loads(row["output"]),
+            error=_loads(row["error"]),
+            stuck_reason=_loads(row["stuck_reason"]),
+            last_error=_loads(row["last_error"]),
+            attempt=row["attempt"],
+            ready_at=row["ready_at"],
+            parent_run_id=row["parent_run_id"],
+            parent_index=row["parent_index"],
+            idempotency_key=row["idempotency_key"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            completed_at=row["completed_at"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The API form."""
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "deployment_id": self.deployment_id,
+            "env": self.env,
+            "status": self.status.value,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "stuck_reason": self.stuck_reason,
+            "last_error": self.last_error,
+            "attempt": self.attempt,
+            "parent_run_id": self.parent_run_id,
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "completed_at": self.completed_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """A named pointer to one deployment, or a weighted split over several."""
+
+    name: str
+    targets: list[Target]
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The API form."""
+        return {
+            "name": self.name,
+            "targets": [{"deployment_id": t.deployment_id, "weight": t.weight} for t in self.targets],
+            "updated_at": self.updated_at,
+        }
+
+
+def _targets(text: str | None) -> list[Target]:
+    return [Target(t["deployment_id"], int(t["weight"])) for t in (_loads(text) or [])]
+
+
+def _targets_json(targets: Iterable[Target]) -> str:
+    return _dumps([{"deployment_id": t.deployment_id, "weight": t.weight} for t in targets])
+
+
+@dataclass(slots=True)
+class AttemptStart:
+    """What the dispatcher needs to invoke one attempt."""
+
+    run: Run
+    deployment: Deployment
+    journal: list[JournalEntry]
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """The outcome of a fenced append."""
+
+    completions: list[Completion] = field(default_factory=list)
+    runs_made_ready: int = 0
+
+
+def entry_from_row(row: Row) -> JournalEntry:
+    """Build a :class:`JournalEntry` from a ``journal`` row."""
+    return JournalEntry(
+        index=row["idx"],
+        kind=row["kind"],
+        name=row["name"],
+        args_digest=row["args_digest"],
+        completed=bool(row["completed"]),
+        result=_loads(row["result"]),
+        error=_loads(row["error"]),
+        manual_digest=row["manual_digest"],
+        args=_loads(row["args"]),
+        attempt=row["attempt"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        extra=_loads(row["extra"]) or {},
+    )
+
+
+def new_run_id() -> str:
+    """A fresh run id: ``run_`` and 20 hex digits."""
+    return "run_" + secrets.token_hex(10)
