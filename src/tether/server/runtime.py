@@ -56,23 +56,26 @@ class Notifier:
     """Wakes whoever waits for a run's result when the run changes."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: dict[str, set[asyncio.Event]] = {}
 
     def notify(self, run_id: str) -> None:
-        """The run changed."""
-        event = self._events.get(run_id)
-        if event is not None:
+        """The run changed: wake every waiter."""
+        for event in self._events.get(run_id, ()):
             event.set()
 
     async def wait(self, run_id: str, timeout: float) -> None:
         """Wait until the run changes or ``timeout`` passes."""
-        event = self._events.setdefault(run_id, asyncio.Event())
+        event = asyncio.Event()
+        waiters = self._events.setdefault(run_id, set())
+        waiters.add(event)
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
         finally:
-            self._events.pop(run_id, None)
+            waiters.discard(event)
+            if not waiters:
+                self._events.pop(run_id, None)
 
 
 class Runtime:

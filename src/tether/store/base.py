@@ -653,7 +653,8 @@ class Store:
         row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
         if row is None:
             raise FencedError(f"no run {run_id}")
-        if row["attempt"] != attempt or row["status"] != RunStatus.RUNNING:
+        # ready_at is set once an attempt has ended (retry, woken, recovered): it is stale then.
+        if row["attempt"] != attempt or row["status"] != RunStatus.RUNNING or row["ready_at"] is not None:
             raise FencedError(
                 f"run {run_id} is {row['status']} at attempt {row['attempt']}; attempt {attempt} may not append"
             )
