@@ -8,9 +8,8 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import orjson
 
-from tether import _bundle
+from tether import _bundle, _json
 from tether.errors import ApiError
 
 DEFAULT_URL = "http://127.0.0.1:7070"
@@ -66,7 +65,7 @@ class Client:
             ApiError: the server answered with an error (its status, code and message).
             httpx.TransportError: the server could not be reached.
         """
-        body = content if content is not None else (None if json is None else orjson.dumps(json))
+        body = content if content is not None else (None if json is None else _json.dumps(json))
         send_headers = dict(headers or {})
         if json is not None:
             send_headers["content-type"] = "application/json"
@@ -87,7 +86,7 @@ class Client:
                 raise ApiError(response.status_code, error["code"], error["message"])
             except (ValueError, KeyError, TypeError):
                 raise ApiError(response.status_code, "http_error", response.text[:500]) from None
-        return orjson.loads(response.content) if response.content else None
+        return _json.loads(response.content) if response.content else None
 
     # --- deployments --------------------------------------------------------------------
 
@@ -207,7 +206,7 @@ class Client:
         result: dict[str, Any] = await self.request(
             "POST",
             f"/v1/runs/{run_id}/signals/{name}",
-            content=orjson.dumps(payload),
+            content=_json.dumps(payload),
             headers={"content-type": "application/json"},
         )
         return result

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import orjson
+from tether import _json
 
 
 class EntryKind(StrEnum):
@@ -43,7 +43,7 @@ def canonical_json(value: Any) -> bytes:
     Returns:
         The UTF-8 bytes; equal values always give equal bytes.
     """
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return _json.dumps(value, sort_keys=True)
 
 
 def args_digest(args: Any) -> str:

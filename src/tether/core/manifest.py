@@ -51,9 +51,62 @@ class Change:
         return {"component": self.component, "change": self.change, "detail": self.detail}
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = value if isinstance(value, str) else canonical_json(value).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else canonical_json(value).decode()
+
+
+def _around_difference(before: Any, after: Any, width: int = 79) -> tuple[str, str]:
+    """Both texts whole if short, else cut to a window starting just before their first difference."""
+    a, b = _text(before), _text(after)
+    if len(a) <= width + 1 and len(b) <= width + 1:
+        return a, b
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = max(0, first - 24)
+
+    def window(text: str) -> str:
+        cut = text[start : start + width]
+        return ("…" if start else "") + cut + ("…" if start + width < len(text) else "")
+
+    return window(a), window(b)
+
+
+def _schema_detail(before: Any, after: Any) -> str | None:
+    """Property-level description of a JSON Schema change, when both are object schemas."""
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return None
+    old_props, new_props = before.get("properties"), after.get("properties")
+    if not (isinstance(old_props, dict) and isinstance(new_props, dict)):
+        return None
+    parts = []
+    added = sorted(new_props.keys() - old_props.keys())
+    removed = sorted(old_props.keys() - new_props.keys())
+    if added:
+        parts.append("added " + ", ".join(added))
+    if removed:
+        parts.append("removed " + ", ".join(removed))
+    for name in sorted(old_props.keys() & new_props.keys()):
+        if old_props[name] != new_props[name]:
+            old_type, new_type = old_props[name].get("type"), new_props[name].get("type")
+            if old_type != new_type:
+                parts.append(f"{name}: {old_type} → {new_type}")
+            else:
+                parts.append(f"{name} changed")
+    old_required, new_required = set(before.get("required", [])), set(after.get("required", []))
+    if new_required - old_required:
+        parts.append("now required: " + ", ".join(sorted(new_required - old_required)))
+    if old_required - new_required:
+        parts.append("no longer required: " + ", ".join(sorted(old_required - new_required)))
+    if before.get("$defs") != after.get("$defs"):
+        parts.append("nested types changed")
+    return "; ".join(parts) or None
+
+
+def _detail(field_name: str, before: Any, after: Any) -> str:
+    structural = _schema_detail(before, after) if field_name.endswith("schema") else None
+    if structural is not None:
+        return f"{field_name}: {structural}"
+    old_text, new_text = _around_difference(before, after)
+    return f"{field_name}: {old_text!r} → {new_text!r}"
 
 
 _FIELDS: tuple[tuple[str, str], ...] = (
@@ -98,11 +151,5 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
             continue
         for field_name, label in _FIELDS:
             if before.get(field_name) != after.get(field_name):
-                changes.append(
-                    Change(
-                        name,
-                        label,
-                        f"{field_name}: {_short(before.get(field_name))!r} → {_short(after.get(field_name))!r}",
-                    )
-                )
+                changes.append(Change(name, label, _detail(field_name, before.get(field_name), after.get(field_name))))
     return changes

@@ -165,10 +165,11 @@ class Attempt(Context):
         return self._busy == 0 and any(not fut.done() for fut, _ in self._waits.values())
 
     async def _cancel_all(self, main: asyncio.Task[Any]) -> None:
-        pending = [t for t in (main, *self._tasks) if not t.done()]
-        for task in pending:
+        tasks = [main, *self._tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        # Gathering finished tasks too retrieves their exceptions (no "never retrieved" noise).
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _abort(self, main: asyncio.Task[Any]) -> InvokeResponse:
         await self._cancel_all(main)
@@ -261,10 +262,31 @@ class Attempt(Context):
             future.set_exception(exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(coro)
+        """Run a command's work as a task; the attempt counts as busy from this very moment.
+
+        Counting from the spawn, not from the task's first step, matters: between the two, the
+        driver could otherwise see only open waits and suspend on an entry never appended.
+        """
+        self._busy += 1
+        task = asyncio.ensure_future(self._busy_while(coro))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    async def _busy_while(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                self._poke.set()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            # Mark the outcome as seen: the code that awaits it sees it anyway, and an attempt
+            # that ends early must not log every task it abandoned.
+            task.exception()
 
     def _done(self, revive: Callable[[Any, ErrorInfo | None], T], entry: JournalEntry) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -277,14 +299,6 @@ class Attempt(Context):
     def _never(self) -> asyncio.Future[Any]:
         """What an async command answers after a mismatch: the driver ends the attempt."""
         return asyncio.get_running_loop().create_future()
-
-    def _busy_enter(self) -> None:
-        self._busy += 1
-
-    def _busy_exit(self) -> None:
-        self._busy -= 1
-        if self._busy == 0:
-            self._poke.set()
 
     def _waiting(
         self,
@@ -308,11 +322,7 @@ class Attempt(Context):
         return future
 
     async def _append_waiting(self, entry: NewEntry) -> None:
-        self._busy_enter()
-        try:
-            await self._append([entry])
-        finally:
-            self._busy_exit()
+        await self._append([entry])
 
     # --- the Context ---------------------------------------------------------------------
 
@@ -380,24 +390,20 @@ class Attempt(Context):
         retry: RetryPolicy,
         revive: Callable[[Any, ErrorInfo | None], T],
     ) -> T:
-        self._busy_enter()
-        try:
-            await self._flush()
-            result, error = await self._call(call, retry)
-            entry: NewEntry = {
-                "index": index,
-                "kind": command.kind,
-                "name": command.name,
-                "args_digest": command.args_digest,
-                "completed": True,
-                "result": result,
-                "error": error,
-            }
-            if payload is not None:
-                entry["args"] = payload
-            await self._append([entry])
-        finally:
-            self._busy_exit()
+        await self._flush()
+        result, error = await self._call(call, retry)
+        entry: NewEntry = {
+            "index": index,
+            "kind": command.kind,
+            "name": command.name,
+            "args_digest": command.args_digest,
+            "completed": True,
+            "result": result,
+            "error": error,
+        }
+        if payload is not None:
+            entry["args"] = payload
+        await self._append([entry])
         return revive(result, error)
 
     async def _call(self, call: Callable[[], Any], retry: RetryPolicy) -> tuple[Any, ErrorInfo | None]:

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tether import _json
 from tether.errors import FencedError
 from tether.protocol import (
     INVOKE_PATH,
@@ -32,8 +32,8 @@ from tether.sdk._attempt import Attempt
 from tether.sdk.app import App
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def _respond(body: Any, status: int = 200) -> Response:
+    return Response(_json.dumps(body), status_code=status, media_type="application/json")
 
 
 class HttpJournalSink:
@@ -48,12 +48,12 @@ class HttpJournalSink:
 
     async def append(self, entries: list[NewEntry]) -> list[Completion]:
         """POST the batch; the runtime answers once it is durable."""
-        body = orjson.dumps({"attempt": self._attempt, "token": self._token, "entries": entries})
+        body = _json.dumps({"attempt": self._attempt, "token": self._token, "entries": entries})
         response = await self._client.post(self._url, content=body, headers={"content-type": "application/json"})
         if response.status_code == 409:
             raise FencedError(response.json().get("error", {}).get("message", "append refused"))
         response.raise_for_status()
-        answer: AppendResponse = orjson.loads(response.content)
+        answer: AppendResponse = _json.loads(response.content)
         return answer["completions"]
 
 
@@ -61,7 +61,7 @@ def create_endpoint(app: App) -> Starlette:
     """Build the ASGI app serving ``app``'s manifest and invocations."""
     manifest = app.manifest()
     digest = app.manifest_digest()
-    manifest_body = orjson.dumps({"manifest": manifest, "digest": digest, "protocol": PROTOCOL_VERSION})
+    manifest_body = _json.dumps({"manifest": manifest, "digest": digest, "protocol": PROTOCOL_VERSION})
     state: dict[str, httpx.AsyncClient] = {}
 
     @contextlib.asynccontextmanager
@@ -75,11 +75,11 @@ def create_endpoint(app: App) -> Starlette:
 
     async def invoke(request: Request) -> Response:
         try:
-            body: InvokeRequest = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return _json({"error": {"code": "bad_request", "message": "body is not JSON"}}, 400)
+            body: InvokeRequest = _json.loads(await request.body())
+        except _json.JSONDecodeError:
+            return _respond({"error": {"code": "bad_request", "message": "body is not JSON"}}, 400)
         if body.get("manifest_digest") != digest:
-            return _json(
+            return _respond(
                 {
                     "error": {
                         "code": "manifest_mismatch",
@@ -90,7 +90,7 @@ def create_endpoint(app: App) -> Starlette:
                 409,
             )
         attempt = Attempt(app, body, HttpJournalSink(state["client"], body))
-        return _json(await attempt.execute())
+        return _respond(await attempt.execute())
 
     return Starlette(
         routes=[Route(MANIFEST_PATH, get_manifest, methods=["GET"]), Route(INVOKE_PATH, invoke, methods=["POST"])],

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import orjson
 
+from tether import _json
 from tether.errors import BundleError
 from tether.protocol import INVOKE_PATH, InvokeRequest
 from tether.server.workers import WorkerPool
@@ -176,7 +176,7 @@ class Dispatcher:
         try:
             response = await self._http.post(
                 url.rstrip("/") + INVOKE_PATH,
-                content=orjson.dumps(request),
+                content=_json.dumps(request),
                 headers={"content-type": "application/json"},
             )
         except httpx.TransportError:
@@ -191,5 +191,5 @@ class Dispatcher:
             body = response.json()
             return {"outcome": "stuck", "error": {"type": "ManifestMismatch", "message": body["error"]["message"]}}
         response.raise_for_status()
-        outcome: dict[str, Any] = orjson.loads(response.content)
+        outcome: dict[str, Any] = _json.loads(response.content)
         return outcome

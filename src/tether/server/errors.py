@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tether import _json
 from tether.errors import TetherError
 
 log = logging.getLogger("tether.server")
@@ -16,7 +16,7 @@ log = logging.getLogger("tether.server")
 
 def error_response(status: int, code: str, message: str) -> Response:
     """The one JSON error shape: ``{"error": {"code", "message"}}``."""
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    body = _json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status_code=status, media_type="application/json")
 
 

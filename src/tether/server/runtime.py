@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 import jsonschema
-import orjson
 
-from tether import _bundle
+from tether import _bundle, _json
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL
@@ -126,7 +125,7 @@ class Runtime:
             worker = await self.pool.get(digest, ref, load)
             response = await self._http.get(worker.url + MANIFEST_PATH)
             response.raise_for_status()
-            body = orjson.loads(response.content)
+            body = _json.loads(response.content)
         except BaseException:
             if not existed:
                 self.pool.discard(digest)

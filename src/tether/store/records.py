@@ -7,8 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from tether import _json
 from tether.core.journal import JournalEntry
 from tether.core.routing import Target
 from tether.core.status import RunStatus
@@ -18,11 +17,11 @@ Row = Mapping[str, Any]
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return _json.dumps(value).decode()
 
 
 def _loads(text: str | bytes | None) -> Any:
-    return None if text is None else orjson.loads(text)
+    return None if text is None else _json.loads(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,7 +179,7 @@ class WorkflowHarness:
             outcome = response["outcome"]
             if outcome == "fenced" and self.always_replay and self.sink.appended > before:
                 continue
-            if outcome == "suspended" and await self._run_children():
+            if outcome == "suspended" and (self._woken(response) or await self._run_children()):
                 continue
             self._last = RunResult(
                 outcome=outcome,
@@ -191,6 +191,11 @@ class WorkflowHarness:
             )
             return self._last
         raise RuntimeError(f"run {self.run_id} did not settle in {self.max_attempts} attempts")
+
+    def _woken(self, response: InvokeResponse) -> bool:
+        """Whether a wait the attempt suspended on is already completed (the runtime reruns then)."""
+        waiting = response.get("waiting_on", [])
+        return not waiting or any(i in self.sink.entries and self.sink.entries[i].completed for i in waiting)
 
     async def _run_children(self) -> bool:
         """Drive every open child run; complete the entries of those that ended."""

@@ -65,6 +65,7 @@ class MemorySink:
             if new["index"] in self.entries:
                 continue
             stored += 1
+            error = new.get("error")
             self.entries[new["index"]] = JournalEntry(
                 index=new["index"],
                 kind=str(new["kind"]),
@@ -72,7 +73,7 @@ class MemorySink:
                 args_digest=new["args_digest"],
                 completed=new["completed"],
                 result=new.get("result"),
-                error=dict(new["error"]) if new.get("error") else None,
+                error=dict(error) if error else None,
                 manual_digest=new.get("manual_digest"),
                 args=new.get("args"),
                 attempt=self.attempt,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tether import _json
 from tether.errors import BadRequestError, PayloadTooLargeError
 from tether.server.runtime import Runtime
 
@@ -17,7 +17,7 @@ DEFAULT_TENANT = "default"
 
 def json_response(body: Any, status: int = 200) -> Response:
     """Serialise ``body`` as JSON."""
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(_json.dumps(body), status_code=status, media_type="application/json")
 
 
 def runtime(request: Request) -> Runtime:
@@ -68,8 +68,8 @@ async def read_json(request: Request, *, limit: int = MAX_JSON_BYTES, default: A
             return default
         raise BadRequestError("the request needs a JSON body")
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return _json.loads(raw)
+    except _json.JSONDecodeError as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
 
 

@@ -1,0 +1,48 @@
+"""JSON for every path of tether: orjson where it is exact, the standard library where not.
+
+orjson refuses to serialise integers beyond 64 bits and parses them into floats, which would
+silently change a user's payload. Both directions fall back to :mod:`json` in exactly those
+cases, so any JSON value round-trips unchanged and the same value always serialises to the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+"""Digits enough to exceed 64 bits somewhere: let the exact parser read such a document."""
+
+JSONDecodeError = ValueError
+"""What :func:`loads` raises for malformed input (both parsers' errors are ValueErrors)."""
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Serialise ``value`` to compact UTF-8 JSON.
+
+    Raises:
+        TypeError: the value holds something JSON cannot represent.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+    except TypeError:
+        # Integers beyond 64 bits; anything truly unserialisable raises TypeError here too.
+        return json.dumps(
+            value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse JSON exactly (big integers stay integers).
+
+    Raises:
+        ValueError: the input is not valid JSON.
+    """
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if _LONG_NUMBER.search(raw):
+        return json.loads(raw)
+    return orjson.loads(raw)

@@ -1,0 +1,142 @@
+"""sdk._attempt driven directly, with a recording fake sink instead of the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import tether
+from tether.errors import FencedError
+from tether.protocol import Completion, InvokeRequest, InvokeResponse, NewEntry
+from tether.sdk._attempt import Attempt, JournalSink
+
+
+class RecordingSink:
+    """A minimal JournalSink: keeps every batch in order, completes nothing, fences on demand."""
+
+    def __init__(self, *, fence: bool = False) -> None:
+        self.batches: list[list[NewEntry]] = []
+        self.fence = fence
+
+    @property
+    def entries(self) -> list[NewEntry]:
+        return [entry for batch in self.batches for entry in batch]
+
+    async def append(self, entries: list[NewEntry]) -> list[Completion]:
+        if self.fence:
+            raise FencedError("attempt 1 is stale")
+        self.batches.append(list(entries))
+        return []
+
+
+@pytest.fixture
+def recording_sink() -> RecordingSink:
+    return RecordingSink()
+
+
+app = tether.App("attempt")
+finished: list[str] = []
+
+
+@app.function
+async def slow(name: str, delay: float) -> str:
+    await asyncio.sleep(delay)
+    finished.append(name)
+    return name
+
+
+@app.workflow
+async def pair(ctx: tether.Context) -> list[str]:
+    return list(await asyncio.gather(ctx.step(slow, "a", 0.05), ctx.step(slow, "b", 0.0)))
+
+
+@app.workflow(signals={"approval": bool})
+async def gated(ctx: tether.Context) -> str:
+    first = await ctx.step(slow, "before", 0.0)
+    ok = await ctx.signal("approval")
+    return f"{first}:{ok}"
+
+
+def request(workflow: str, journal: list[dict[str, Any]] | None = None, **input: Any) -> InvokeRequest:
+    return {
+        "run_id": "run_1",
+        "attempt": 1,
+        "token": "t",
+        "deployment_id": "dep_test",
+        "deployment_label": "v1",
+        "manifest_digest": app.manifest_digest(),
+        "component": workflow,
+        "input": input,
+        "journal": journal or [],
+        "runtime_url": "",
+    }
+
+
+def attempt(req: InvokeRequest, sink: JournalSink) -> InvokeResponse:
+    async def go() -> InvokeResponse:
+        return await Attempt(app, req, sink).execute()
+
+    return asyncio.run(go())
+
+
+def as_journal(entries: list[NewEntry], **changes: Any) -> list[dict[str, Any]]:
+    return [{**entry, **changes} for entry in entries]
+
+
+def test_gather_indexes_follow_issue_order_not_completion(recording_sink: RecordingSink) -> None:
+    finished.clear()
+    response = attempt(request("pair"), recording_sink)
+    assert response == {"outcome": "completed", "output": ["a", "b"]}
+    assert finished == ["b", "a"]
+    appended = [(e["index"], e["result"]) for e in recording_sink.entries]
+    assert appended == [(1, "b"), (0, "a")]
+
+
+def test_gather_replays_from_the_journal(recording_sink: RecordingSink) -> None:
+    first = RecordingSink()
+    attempt(request("pair"), first)
+    finished.clear()
+    response = attempt(request("pair", as_journal(first.entries)), recording_sink)
+    assert response == {"outcome": "completed", "output": ["a", "b"]}
+    assert finished == []
+    assert recording_sink.entries == []
+
+
+def test_a_signal_wait_suspends_then_completes(recording_sink: RecordingSink) -> None:
+    response = attempt(request("gated"), recording_sink)
+    assert response == {"outcome": "suspended", "waiting_on": [1]}
+    kinds = [(e["index"], e["kind"], e["completed"]) for e in recording_sink.entries]
+    assert kinds == [(0, "step", True), (1, "signal", False)]
+
+    journal = as_journal(recording_sink.entries)
+    journal[1].update(completed=True, result=True)
+    second = RecordingSink()
+    assert attempt(request("gated", journal), second) == {"outcome": "completed", "output": "before:True"}
+    assert second.entries == []
+
+
+def test_an_open_signal_in_the_journal_suspends_again(recording_sink: RecordingSink) -> None:
+    first = RecordingSink()
+    attempt(request("gated"), first)
+    response = attempt(request("gated", as_journal(first.entries)), recording_sink)
+    assert response == {"outcome": "suspended", "waiting_on": [1]}
+    assert recording_sink.entries == []
+
+
+def test_a_refused_append_ends_the_attempt_fenced() -> None:
+    response = attempt(request("pair"), RecordingSink(fence=True))
+    assert response == {"outcome": "fenced", "error": {"type": "Fenced", "message": "attempt 1 is stale"}}
+
+
+def test_unknown_workflow_fails(recording_sink: RecordingSink) -> None:
+    response = attempt(request("nope"), recording_sink)
+    assert response == {"outcome": "failed", "error": {"type": "UnknownWorkflow", "message": "no workflow 'nope'"}}
+
+
+def test_bad_input_fails_with_the_field_named(recording_sink: RecordingSink) -> None:
+    response = attempt(request("pair", unexpected=1), recording_sink)
+    assert response["outcome"] == "failed"
+    assert response["error"]["type"] == "SchemaError"
+    assert "unexpected" in response["error"]["message"]
