@@ -15,6 +15,7 @@ The tree::
     │   └── FencedError               fenced               409
     ├── SchemaError                   schema_violation     422
     ├── PayloadTooLargeError          too_large            413
+    ├── WorkerUnavailableError        worker_unavailable   503
     └── ApiError                      (the server's code)  (raised by the client)
 
 Every error serialises as ``{"error": {"code": ..., "message": ...}}`` on the HTTP API.
@@ -147,6 +148,13 @@ class SchemaError(TetherError):
 
     code = "schema_violation"
     status = 422
+
+
+class WorkerUnavailableError(TetherError):
+    """A deployment's worker could not be started or reached for now; retried later."""
+
+    code = "worker_unavailable"
+    status = 503
 
 
 class PayloadTooLargeError(TetherError):

@@ -107,7 +107,7 @@ def test_idempotency_key_returns_the_same_run(store, kit, run):
         assert created is True
         await kit.deploy("dep-b", env="prod")
         again, created_again = await store.create_run(
-            kit.tenant, workflow="order", input={"n": 2}, env="prod", idempotency_key="order-42"
+            kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="order-42"
         )
         assert created_again is False
         assert (again.id, again.deployment_id, again.input) == (first.id, "dep-a", {"n": 1})
@@ -143,5 +143,22 @@ def test_runs_of_another_tenant_are_invisible(store, kit, run):
         with pytest.raises(NotFoundError):
             await store.journal("globex", created.id)
         assert await store.list_runs("globex") == []
+
+    run(body)
+
+
+def test_idempotency_key_reused_with_another_input_conflicts(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        first, _ = await store.create_run(
+            kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k"
+        )
+        again, created = await store.create_run(
+            kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k"
+        )
+        assert (again.id, created) == (first.id, False)
+        with pytest.raises(ConflictError, match="different workflow or input"):
+            await store.create_run(kit.tenant, workflow="order", input={"n": 2}, env="prod", idempotency_key="k")
+        assert (await store.table_counts())["runs"] == 1
 
     run(body)

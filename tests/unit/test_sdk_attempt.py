@@ -140,3 +140,16 @@ def test_bad_input_fails_with_the_field_named(recording_sink: RecordingSink) -> 
     assert response["outcome"] == "failed"
     assert response["error"]["type"] == "SchemaError"
     assert "unexpected" in response["error"]["message"]
+
+
+class BrokenSink:
+    """The runtime is unreachable: every append fails like a transport error would."""
+
+    async def append(self, entries: list[NewEntry]) -> list[Completion]:
+        raise ConnectionError("runtime unreachable")
+
+
+def test_a_failed_append_ends_the_attempt_for_a_retry_and_never_fails_the_run() -> None:
+    response = attempt(request("gated"), BrokenSink())
+    assert response["outcome"] == "fenced"
+    assert "journal append failed: ConnectionError: runtime unreachable" in response["error"]["message"]

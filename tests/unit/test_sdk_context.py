@@ -384,7 +384,7 @@ async def kid(ctx: tether.Context, x: int) -> int:
 @app.workflow
 async def parent(ctx: tether.Context, x: int) -> str:
     try:
-        value = await ctx.child(kid, x=x)
+        value = await ctx.child(kid, {"x": x})
     except tether.ChildFailedError as exc:
         return f"child failed: {exc.error_type}: {exc.reason}"
     return f"child said {value}"

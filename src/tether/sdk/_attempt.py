@@ -235,6 +235,12 @@ class Attempt(Context):
             self._fenced = exc.message
             self._poke.set()
             raise _Stop from None
+        except Exception as exc:
+            # An append that failed (runtime unreachable, 5xx) is not the workflow's failure:
+            # end the attempt; the runtime starts a new one that replays what is durable.
+            self._fenced = f"journal append failed: {type(exc).__name__}: {exc}"
+            self._poke.set()
+            raise _Stop from None
         finally:
             if marker is not None:
                 self._buffer_appends.discard(marker)
@@ -495,10 +501,12 @@ class Attempt(Context):
 
         return self._waiting(index, decision, self._pending_entry(index, command, args), revive)
 
-    def child(self, workflow: Callable[..., Awaitable[T]] | str, /, **input: Any) -> Awaitable[T]:
+    def child(
+        self, workflow: Callable[..., Awaitable[T]] | str, input: dict[str, Any] | None = None, /
+    ) -> Awaitable[T]:
         definition = self._resolve(workflow, ("workflow",))
-        validated_input(definition, input)
-        args = {"workflow": definition.name, "input": to_jsonable_python(input)}
+        validated_input(definition, input or {})
+        args = {"workflow": definition.name, "input": to_jsonable_python(input or {})}
         command = Command(EntryKind.CHILD, definition.name, args_digest(args))
         index, decision = self._issue(command)
 

@@ -87,8 +87,12 @@ class Context(ABC):
         """Durable run state, readable by clients (``GET /v1/runs/{id}/state``)."""
 
     @abstractmethod
-    def child(self, workflow: Callable[..., Awaitable[T]] | str, /, **input: Any) -> Awaitable[T]:
+    def child(
+        self, workflow: Callable[..., Awaitable[T]] | str, input: dict[str, Any] | None = None, /
+    ) -> Awaitable[T]:
         """Start a child run of ``workflow`` on this run's deployment and wait for its output.
+
+        ``input`` maps the child workflow's parameters to values, like a run's input.
 
         Raises:
             ChildFailedError: the child run failed.

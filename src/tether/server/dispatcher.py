@@ -137,6 +137,10 @@ class Dispatcher:
                 "delay": retry_delay(run.attempt),
                 "error": {"type": type(exc).__name__, "message": str(exc)},
             }
+        if outcome.get("outcome") == "fenced":
+            # The attempt could not go on (refused or failed append). If it is still the run's
+            # current attempt, a new one replays what is durable; a stale one is ignored.
+            outcome = {"outcome": "retry", "delay": retry_delay(run.attempt), "error": outcome.get("error")}
         try:
             await self._store.finish_attempt(run.id, run.attempt, outcome)
         finally:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether import _bundle
-from tether.errors import BundleError
+from tether.errors import BundleError, WorkerUnavailableError
 
 log = logging.getLogger("tether.workers")
 START_TIMEOUT = 60.0
@@ -153,7 +153,9 @@ class WorkerPool:
         except TimeoutError:
             process.kill()
             await process.wait()
-            raise BundleError(f"the worker for {app_ref} did not start within {START_TIMEOUT:.0f}s") from None
+            raise WorkerUnavailableError(
+                f"the worker for {app_ref} did not start within {START_TIMEOUT:.0f}s; the run is retried"
+            ) from None
         text = line.decode().strip()
         if text.startswith("TETHER_WORKER_READY "):
             _, port, digest = text.split(" ")
@@ -164,7 +166,7 @@ class WorkerPool:
         if text.startswith("TETHER_WORKER_ERROR "):
             raise BundleError(json.loads(text.removeprefix("TETHER_WORKER_ERROR ")))
         tail = log_path.read_text(errors="replace")[-2000:]
-        raise BundleError(f"the worker for {app_ref} exited with code {process.returncode}:\n{tail}")
+        raise WorkerUnavailableError(f"the worker for {app_ref} exited with code {process.returncode}:\n{tail}")
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that stopped answering (it is killed if still running)."""

@@ -468,10 +468,10 @@ class Store:
                 )
                 if row is not None:
                     existing = Run.from_row(row)
-                    if existing.workflow != workflow:
+                    if existing.workflow != workflow or existing.input != input:
                         raise ConflictError(
-                            f"idempotency key {idempotency_key!r} already names run {existing.id} of workflow "
-                            f"{existing.workflow}: use a different key"
+                            f"idempotency key {idempotency_key!r} already started run {existing.id} "
+                            f"({existing.workflow}) with a different workflow or input: use a different key"
                         )
                     return existing, False
             run_id = new_run_id()
