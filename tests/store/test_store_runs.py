@@ -150,9 +150,7 @@ def test_runs_of_another_tenant_are_invisible(store, kit, run):
 def test_idempotency_key_reused_with_another_input_conflicts(store, kit, run):
     async def body():
         await kit.deploy("dep-a", env="prod")
-        first, _ = await store.create_run(
-            kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k"
-        )
+        first, _ = await store.create_run(kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k")
         again, created = await store.create_run(
             kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k"
         )
