@@ -1,4 +1,4 @@
-"""A bundle worker: serve one deployment's app on a loopback port (``python -m tether._worker``).
+"""A bundle worker: serve one deployment's app over the framed link (``python -m tether._worker``).
 
 Started by the runtime from the stored artifact. Prints one line, ``TETHER_WORKER_READY
 <port> <manifest digest>``, once it listens, or ``TETHER_WORKER_ERROR <message>`` and exits 3
@@ -8,6 +8,7 @@ when the app cannot be loaded.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -16,11 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-import uvicorn
-
 from tether._loader import load_app
 from tether.errors import BundleError
-from tether.sdk.endpoint import create_endpoint
+from tether.sdk._link import LinkServer
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -50,22 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         _exit_with_parent(args.parent_pid)
     try:
         app = load_app(args.app_dir, args.app)
-        endpoint = create_endpoint(app)
+        link = LinkServer(app)
     except BundleError as exc:
         print("TETHER_WORKER_ERROR " + json.dumps(exc.message), flush=True)
         return 3
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, 0))
-    sock.listen(2048)
+    sock.listen(64)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(endpoint, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    print(f"TETHER_WORKER_READY {port} {app.manifest_digest()}", flush=True)
+    print(f"TETHER_WORKER_READY {port} {link.digest}", flush=True)
     # From now on the app's own prints go to the log, never into the runtime's pipe.
     os.dup2(2, 1)
-    server.run(sockets=[sock])
+    asyncio.run(_serve(link, sock))
     return 0
+
+
+async def _serve(link: LinkServer, sock: socket.socket) -> None:
+    server = await asyncio.start_server(link.handle, sock=sock)
+    async with server:
+        await server.serve_forever()
 
 
 if __name__ == "__main__":

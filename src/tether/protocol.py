@@ -101,3 +101,17 @@ class AppendResponse(TypedDict):
     """The acknowledgement: every entry is durable."""
 
     completions: list[Completion]
+
+
+def manifest_refusal(served_digest: str, request: InvokeRequest) -> dict[str, str] | None:
+    """The refusal an endpoint answers when a run is pinned to another manifest, else None.
+
+    Code swapped under an endpoint must fail loudly, never serve a run pinned elsewhere.
+    """
+    pinned = str(request.get("manifest_digest"))
+    if pinned == served_digest:
+        return None
+    return {
+        "code": "manifest_mismatch",
+        "message": f"endpoint serves manifest {served_digest[:12]}, run pinned to {pinned[:12]}",
+    }

@@ -27,6 +27,7 @@ from tether.protocol import (
     InvokeRequest,
     NewEntry,
     journal_path,
+    manifest_refusal,
 )
 from tether.sdk._attempt import Attempt
 from tether.sdk.app import App
@@ -78,17 +79,9 @@ def create_endpoint(app: App) -> Starlette:
             body: InvokeRequest = _json.loads(await request.body())
         except _json.JSONDecodeError:
             return _respond({"error": {"code": "bad_request", "message": "body is not JSON"}}, 400)
-        if body.get("manifest_digest") != digest:
-            return _respond(
-                {
-                    "error": {
-                        "code": "manifest_mismatch",
-                        "message": f"endpoint serves manifest {digest[:12]}, "
-                        f"run pinned to {str(body.get('manifest_digest'))[:12]}",
-                    }
-                },
-                409,
-            )
+        refusal = manifest_refusal(digest, body)
+        if refusal is not None:
+            return _respond({"error": refusal}, 409)
         attempt = Attempt(app, body, HttpJournalSink(state["client"], body))
         return _respond(await attempt.execute())
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -81,7 +82,11 @@ def create_app(options: ServerOptions) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(options.store or options.data_dir, synchronous=options.synchronous)
         secret = await store.secret()
-        pool = WorkerPool(options.data_dir, idle_timeout=options.worker_idle_timeout)
+
+        async def on_append(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return await dispatcher.append_batch(items)
+
+        pool = WorkerPool(options.data_dir, on_append=on_append, idle_timeout=options.worker_idle_timeout)
         notifier = Notifier()
         dispatcher = Dispatcher(
             store,

@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 
 from tether import _json
-from tether.errors import BundleError
+from tether.errors import BundleError, FencedError
 from tether.protocol import INVOKE_PATH, InvokeRequest
+from tether.server._link import LinkClosedError
 from tether.server.workers import WorkerPool
-from tether.store.base import AttemptStart, Deployment, Store
+from tether.store.base import AttemptStart, Store
 
 log = logging.getLogger("tether.dispatcher")
 MAX_IDLE_SLEEP = 1.0
@@ -148,21 +149,38 @@ class Dispatcher:
             if self._on_change is not None:
                 self._on_change(run.id)
 
-    async def _endpoint(self, deployment: Deployment) -> tuple[str, Any]:
-        if deployment.kind == "endpoint":
-            assert deployment.url is not None
-            return deployment.url, None
-        assert deployment.bundle_digest is not None and deployment.app_ref is not None
-        digest = deployment.bundle_digest
-        worker = await self._pool.get(digest, deployment.app_ref, lambda: self._store.get_artifact(digest))
-        return worker.url, worker
+    async def append_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Commit appends of many attempts at once (from a link or the HTTP endpoint).
+
+        Each item is ``{run_id, attempt, token, entries}``; each answer is
+        ``{"completions": [...]}`` or ``{"error": {"code", "message"}}``.
+        """
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        accepted: list[tuple[str, int, list[Any]]] = []
+        where: list[int] = []
+        for position, item in enumerate(items):
+            run_id, attempt = item["run_id"], item["attempt"]
+            if not check_token(self._secret, run_id, attempt, item["token"]):
+                results[position] = {
+                    "error": {"code": "fenced", "message": f"the token is not valid for attempt {attempt} of {run_id}"}
+                }
+                continue
+            accepted.append((run_id, attempt, item["entries"]))
+            where.append(position)
+        if accepted:
+            made_ready = False
+            for position, outcome in zip(where, await self._store.append_many(accepted), strict=True):
+                if isinstance(outcome, FencedError):
+                    results[position] = {"error": {"code": outcome.code, "message": outcome.message}}
+                else:
+                    results[position] = {"completions": outcome.completions}
+                    made_ready = made_ready or outcome.runs_made_ready > 0
+            if made_ready:
+                self.poke()
+        return [r for r in results if r is not None]
 
     async def _invoke(self, start: AttemptStart) -> dict[str, Any]:
         run, deployment = start.run, start.deployment
-        try:
-            url, worker = await self._endpoint(deployment)
-        except BundleError as exc:
-            return {"outcome": "stuck", "error": {"type": "DeploymentUnavailable", "message": exc.message}}
         request: InvokeRequest = {
             "run_id": run.id,
             "attempt": run.attempt,
@@ -175,22 +193,35 @@ class Dispatcher:
             "journal": [e.to_json() for e in start.journal],
             "runtime_url": self.runtime_url,
         }
-        if worker is not None:
-            worker.active += 1
+        if deployment.kind == "endpoint":
+            assert deployment.url is not None
+            return await self._invoke_http(deployment.url, request)
+        assert deployment.bundle_digest is not None and deployment.app_ref is not None
+        digest = deployment.bundle_digest
         try:
-            response = await self._http.post(
-                url.rstrip("/") + INVOKE_PATH,
-                content=_json.dumps(request),
-                headers={"content-type": "application/json"},
-            )
-        except httpx.TransportError:
-            if worker is not None:
-                self._pool.forget(worker)
+            worker = await self._pool.get(digest, deployment.app_ref, lambda: self._store.get_artifact(digest))
+        except BundleError as exc:
+            return {"outcome": "stuck", "error": {"type": "DeploymentUnavailable", "message": exc.message}}
+        worker.active += 1
+        try:
+            answer = await worker.link.invoke(request)
+        except LinkClosedError:
+            self._pool.forget(worker)
             raise
         finally:
-            if worker is not None:
-                worker.active -= 1
-                worker.last_used = time.monotonic()
+            worker.active -= 1
+            worker.last_used = time.monotonic()
+        if "refused" in answer:
+            return {"outcome": "stuck", "error": {"type": "ManifestMismatch", "message": answer["refused"]["message"]}}
+        response: dict[str, Any] = answer["response"]
+        return response
+
+    async def _invoke_http(self, url: str, request: InvokeRequest) -> dict[str, Any]:
+        response = await self._http.post(
+            url.rstrip("/") + INVOKE_PATH,
+            content=_json.dumps(request),
+            headers={"content-type": "application/json"},
+        )
         if response.status_code == 409:
             body = response.json()
             return {"outcome": "stuck", "error": {"type": "ManifestMismatch", "message": body["error"]["message"]}}

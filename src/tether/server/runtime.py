@@ -15,12 +15,11 @@ from typing import Any
 import httpx
 import jsonschema
 
-from tether import _bundle, _json
+from tether import _bundle
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL
 from tether.errors import BadRequestError, BundleError, NotFoundError, PayloadTooLargeError, SchemaError
-from tether.protocol import MANIFEST_PATH
 from tether.server.dispatcher import Dispatcher
 from tether.server.workers import WorkerPool
 from tether.store.base import Deployment, Environment, Run, Store
@@ -123,9 +122,7 @@ class Runtime:
                 return data
 
             worker = await self.pool.get(digest, ref, load)
-            response = await self._http.get(worker.url + MANIFEST_PATH)
-            response.raise_for_status()
-            body = _json.loads(response.content)
+            body = await worker.link.manifest()
         except BaseException:
             if not existed:
                 self.pool.discard(digest)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tether import _bundle
 from tether.errors import BundleError, WorkerUnavailableError
+from tether.server._link import AppendHandler, WorkerLink
 
 log = logging.getLogger("tether.workers")
 START_TIMEOUT = 60.0
@@ -28,11 +29,11 @@ START_TIMEOUT = 60.0
 
 @dataclass(eq=False)
 class Worker:
-    """One running worker process."""
+    """One running worker process and the link the runtime holds to it."""
 
     key: str
     process: asyncio.subprocess.Process
-    url: str
+    link: WorkerLink
     manifest_digest: str
     started_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
@@ -41,15 +42,16 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.returncode is None
+        """Whether the process is still running and reachable."""
+        return self.process.returncode is None and not self.link.closed
 
 
 class WorkerPool:
     """Starts, finds and stops bundle workers."""
 
-    def __init__(self, data_dir: Path, *, idle_timeout: float = 300.0) -> None:
-        """Keep extracted bundles and worker logs under ``data_dir``."""
+    def __init__(self, data_dir: Path, *, on_append: AppendHandler, idle_timeout: float = 300.0) -> None:
+        """Keep extracted bundles and worker logs under ``data_dir``; commit appends with ``on_append``."""
+        self._on_append = on_append
         self._bundles = data_dir / "bundles"
         self._logs = data_dir / "logs"
         self._bundles.mkdir(parents=True, exist_ok=True)
@@ -159,9 +161,15 @@ class WorkerPool:
         text = line.decode().strip()
         if text.startswith("TETHER_WORKER_READY "):
             _, port, digest = text.split(" ")
+            try:
+                link = await WorkerLink.open("127.0.0.1", int(port), self._on_append)
+            except OSError as exc:
+                process.kill()
+                await process.wait()
+                raise WorkerUnavailableError(f"cannot connect to the worker for {app_ref}: {exc}") from None
             self.cold_starts += 1
             log.info("started worker %s for %s on port %s", process.pid, app_ref, port)
-            return Worker(key, process, f"http://127.0.0.1:{port}", digest)
+            return Worker(key, process, link, digest)
         await process.wait()
         if text.startswith("TETHER_WORKER_ERROR "):
             raise BundleError(json.loads(text.removeprefix("TETHER_WORKER_ERROR ")))
@@ -172,7 +180,7 @@ class WorkerPool:
         """Drop a worker that stopped answering (it is killed if still running)."""
         if self._workers.get(worker.key) is worker:
             del self._workers[worker.key]
-        if worker.alive:
+        if worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
 
@@ -191,7 +199,8 @@ class WorkerPool:
 
     @staticmethod
     async def _stop(worker: Worker) -> None:
-        if worker.alive:
+        await worker.link.close()
+        if worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.terminate()
             try:

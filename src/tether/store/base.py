@@ -672,70 +672,94 @@ class Store:
                 the journal. Nothing of the batch is stored then.
         """
 
-        def op(tx: Tx) -> AppendResult:
-            run = self._check_attempt(tx, run_id, attempt)
-            now = _now()
-            result = AppendResult()
-            for entry in entries:
-                index = entry["index"]
-                if not 0 <= index < MAX_INDEX:
-                    raise FencedError(f"entry index {index} is out of range")
+        return await self.backend.write(lambda tx: self._append_tx(tx, run_id, attempt, entries))
+
+    async def append_many(self, items: list[tuple[str, int, list[NewEntry]]]) -> list[AppendResult | FencedError]:
+        """Several attempts' appends in one transaction; each is all-or-nothing on its own.
+
+        Returns:
+            Per item, its :class:`AppendResult`, or the :class:`FencedError` that refused it
+            (nothing of a refused item is stored; the others are).
+        """
+
+        def op(tx: Tx) -> list[AppendResult | FencedError]:
+            results: list[AppendResult | FencedError] = []
+            for run_id, attempt, entries in items:
+                tx.execute("SAVEPOINT item")
+                try:
+                    results.append(self._append_tx(tx, run_id, attempt, entries))
+                except FencedError as exc:
+                    tx.execute("ROLLBACK TO item")
+                    results.append(exc)
+                tx.execute("RELEASE item")
+            return results
+
+        return await self.backend.write(op)
+
+    def _append_tx(self, tx: Tx, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
+        run = self._check_attempt(tx, run_id, attempt)
+        now = _now()
+        result = AppendResult()
+        for entry in entries:
+            index = entry["index"]
+            if not 0 <= index < MAX_INDEX:
+                raise FencedError(f"entry index {index} is out of range")
+            completed = bool(entry["completed"])
+            error = entry.get("error")
+            extra: dict[str, Any] = {}
+            kind = entry["kind"]
+            if kind == EntryKind.CHILD and not completed:
+                extra["child_run_id"] = f"{run_id}.{index}"
+            inserted = tx.execute(
+                "INSERT INTO journal (run_id, idx, kind, name, args_digest, args, completed, result, error, "
+                "manual_digest, extra, attempt, created_at, completed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO NOTHING",
+                (
+                    run_id,
+                    index,
+                    kind,
+                    entry["name"],
+                    entry["args_digest"],
+                    None if entry.get("args") is None else _dumps(entry.get("args")),
+                    1 if completed else 0,
+                    _dumps(entry.get("result")) if completed and error is None else None,
+                    None if error is None else _dumps(error),
+                    entry.get("manual_digest"),
+                    _dumps(extra) if extra else None,
+                    attempt,
+                    now,
+                    now if completed else None,
+                ),
+            )
+            if not inserted:
+                # The index is taken: an identical duplicate is acknowledged, anything else refused.
                 existing = tx.one(
                     "SELECT kind, name, args_digest FROM journal WHERE run_id = ? AND idx = ?", (run_id, index)
                 )
-                if existing is not None:
-                    if (existing["kind"], existing["name"], existing["args_digest"]) != (
-                        entry["kind"],
-                        entry["name"],
-                        entry["args_digest"],
-                    ):
-                        raise FencedError(
-                            f"entry {index} already holds {existing['kind']} {existing['name']}; "
-                            f"refusing {entry['kind']} {entry['name']}"
-                        )
-                    continue
-                completed = bool(entry["completed"])
-                error = entry.get("error")
-                extra: dict[str, Any] = {}
-                kind = entry["kind"]
-                if kind == EntryKind.CHILD and not completed:
-                    extra["child_run_id"] = f"{run_id}.{index}"
-                tx.execute(
-                    "INSERT INTO journal (run_id, idx, kind, name, args_digest, args, completed, result, error, "
-                    "manual_digest, extra, attempt, created_at, completed_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        index,
-                        kind,
-                        entry["name"],
-                        entry["args_digest"],
-                        None if entry.get("args") is None else _dumps(entry.get("args")),
-                        1 if completed else 0,
-                        _dumps(entry.get("result")) if completed and error is None else None,
-                        None if error is None else _dumps(error),
-                        entry.get("manual_digest"),
-                        _dumps(extra) if extra else None,
-                        attempt,
-                        now,
-                        now if completed else None,
-                    ),
-                )
-                if kind == EntryKind.STATE:
-                    tx.execute(
-                        "INSERT INTO run_state (run_id, key, value) VALUES (?, ?, ?) "
-                        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
-                        (run_id, entry["name"], _dumps(entry.get("result"))),
+                assert existing is not None
+                if (existing["kind"], existing["name"], existing["args_digest"]) != (
+                    kind,
+                    entry["name"],
+                    entry["args_digest"],
+                ):
+                    raise FencedError(
+                        f"entry {index} already holds {existing['kind']} {existing['name']}; "
+                        f"refusing {kind} {entry['name']}"
                     )
-                if not completed:
-                    completion = self._start_waiting(tx, run, index, kind, entry["name"], entry.get("args"), now)
-                    if completion is not None:
-                        result.completions.append(completion)
-                    if kind == EntryKind.CHILD:
-                        result.runs_made_ready += 1
-            return result
-
-        return await self.backend.write(op)
+                continue
+            if kind == EntryKind.STATE:
+                tx.execute(
+                    "INSERT INTO run_state (run_id, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                    (run_id, entry["name"], _dumps(entry.get("result"))),
+                )
+            if not completed:
+                completion = self._start_waiting(tx, run, index, kind, entry["name"], entry.get("args"), now)
+                if completion is not None:
+                    result.completions.append(completion)
+                if kind == EntryKind.CHILD:
+                    result.runs_made_ready += 1
+        return result
 
     def _start_waiting(
         self, tx: Tx, run: Row, index: int, kind: str, name: str, args: Any, now: float

@@ -10,7 +10,6 @@ from starlette.routing import Route
 
 from tether.errors import BadRequestError, FencedError
 from tether.server.api._http import json_response, read_json, runtime
-from tether.server.dispatcher import check_token
 
 MAX_APPEND_BYTES = 16 * 1024 * 1024
 _ENTRY_KEYS = ("index", "kind", "name", "args_digest", "completed")
@@ -32,15 +31,14 @@ def _check(body: Any) -> tuple[int, str, list[Any]]:
 
 async def append(request: Request) -> Response:
     """``POST /v1/internal/runs/{id}/journal``: durable before it answers; fenced."""
-    rt = runtime(request)
     run_id = request.path_params["id"]
     attempt, token, entries = _check(await read_json(request, limit=MAX_APPEND_BYTES))
-    if not check_token(request.app.state.secret, run_id, attempt, token):
-        raise FencedError(f"the token is not valid for attempt {attempt} of run {run_id}")
-    result = await rt.store.append(run_id, attempt, entries)
-    if result.runs_made_ready:
-        rt.dispatcher.poke()
-    return json_response({"completions": result.completions})
+    (result,) = await runtime(request).dispatcher.append_batch(
+        [{"run_id": run_id, "attempt": attempt, "token": token, "entries": entries}]
+    )
+    if "error" in result:
+        raise FencedError(result["error"]["message"])
+    return json_response({"completions": result["completions"]})
 
 
 ROUTES = [Route("/v1/internal/runs/{id}/journal", append, methods=["POST"])]
