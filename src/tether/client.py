@@ -158,8 +158,13 @@ class Client:
         env: str | None = None,
         deployment: str | None = None,
         idempotency_key: str | None = None,
+        wait: float = 0.0,
     ) -> dict[str, Any]:
-        """Start a run of ``workflow`` in ``env`` (or on ``deployment``)."""
+        """Start a run of ``workflow`` in ``env`` (or on ``deployment``).
+
+        With ``wait`` (seconds, at most 3600) the answer comes once the run ended or the wait
+        is over, in one request.
+        """
         if (env is None) == (deployment is None):
             raise ValueError("start a run with exactly one of env= or deployment=")
         path = (
@@ -168,7 +173,14 @@ class Client:
             else f"/v1/deployments/{deployment}/workflows/{workflow}/runs"
         )
         headers = {"idempotency-key": idempotency_key} if idempotency_key else None
-        result: dict[str, Any] = await self.request("POST", path, json=input or {}, headers=headers)
+        result: dict[str, Any] = await self.request(
+            "POST",
+            path,
+            json=input or {},
+            headers=headers,
+            params={"wait": wait} if wait > 0 else None,
+            timeout=wait + 30.0 if wait > 0 else None,
+        )
         return result
 
     async def run(self, run_id: str) -> dict[str, Any]:

@@ -152,7 +152,7 @@ def test_sleep_fires_exactly_once_and_wakes_the_run(store, kit, run):
         issued = time.time()
         assert (await store.append(start.run.id, 1, [kit.sleep(0, 30)])).completions == []
         assert (await store.table_counts())["timers"] == 1
-        next_wake = await store.next_wake()
+        _, next_wake = await store.next_due()
         assert next_wake is not None
         assert issued + 30 <= next_wake <= time.time() + 30
         await _suspend(store, start.run.id, 1, [0])

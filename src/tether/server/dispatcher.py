@@ -24,7 +24,7 @@ from tether.errors import BundleError, FencedError
 from tether.protocol import INVOKE_PATH, InvokeRequest
 from tether.server._link import LinkClosedError
 from tether.server.workers import WorkerPool
-from tether.store.base import AttemptStart, Store
+from tether.store.base import AttemptStart, Deployment, Run, Store
 
 log = logging.getLogger("tether.dispatcher")
 MAX_IDLE_SLEEP = 1.0
@@ -65,6 +65,8 @@ class Dispatcher:
         self._secret = secret
         self.runtime_url = runtime_url
         self._max = max_in_flight
+        self._reserved = 0
+        self._deployments: dict[tuple[str, str], Deployment] = {}
         self._on_change = on_change
         self._poked = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
@@ -98,34 +100,73 @@ class Dispatcher:
         last_reap = time.monotonic()
         while True:
             try:
-                await self._tick()
+                wake = await self._tick()
             except Exception:
                 log.exception("dispatcher tick failed; retrying")
-                await asyncio.sleep(0.5)
+                wake = time.time() + 0.5
             if time.monotonic() - last_reap > 5.0:
                 last_reap = time.monotonic()
                 await self._pool.reap_idle()
-            timeout = MAX_IDLE_SLEEP
-            if len(self._attempts) < self._max:
-                wake = await self._store.next_wake()
-                if wake is not None:
-                    timeout = max(0.0, min(MAX_IDLE_SLEEP, wake - time.time()))
+            timeout = MAX_IDLE_SLEEP if wake is None else max(0.0, min(MAX_IDLE_SLEEP, wake - time.time()))
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._poked.wait(), timeout)
             self._poked.clear()
 
-    async def _tick(self) -> None:
+    @property
+    def free(self) -> int:
+        """Attempts that may still start now."""
+        return self._max - len(self._attempts) - self._reserved
+
+    async def _tick(self) -> float | None:
+        """Fire due timers and claim ready runs; return when to look again (None: when poked)."""
+        ready_at, timer_at = await self._store.next_due()
         now = time.time()
-        self.timers_fired += await self._store.fire_timers(now)
-        free = self._max - len(self._attempts)
-        if free <= 0:
-            return
-        for start in await self._store.claim_ready(now, free):
-            task = asyncio.create_task(self._attempt(start))
-            self._attempts.add(task)
-            task.add_done_callback(self._attempts.discard)
-            self.attempts_started += 1
+        if timer_at is not None and timer_at <= now:
+            self.timers_fired += await self._store.fire_timers(now)
+            return now
+        if ready_at is not None and ready_at <= now:
+            if self.free <= 0:
+                return timer_at
+            for start in await self._store.claim_ready(now, self.free):
+                self._launch(start)
+            return now
+        times = [t for t in (ready_at, timer_at) if t is not None]
+        return min(times) if times else None
+
+    def _launch(self, start: AttemptStart) -> None:
+        task = asyncio.create_task(self._attempt(start))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+        self.attempts_started += 1
+
+    def reserve(self) -> bool:
+        """Hold a slot for a run about to be created already running (see :meth:`launch_new`)."""
+        if self.free <= 0:
+            return False
+        self._reserved += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot held by :meth:`reserve` that was not used."""
+        self._reserved -= 1
+
+    def launch_new(self, run: Run) -> None:
+        """Dispatch the first attempt of a run created running, in the slot :meth:`reserve` held."""
+        self._reserved -= 1
+        task = asyncio.create_task(self._first_attempt(run))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+        self.attempts_started += 1
+
+    async def _first_attempt(self, run: Run) -> None:
+        key = (run.tenant_id, run.deployment_id)
+        deployment = self._deployments.get(key)
+        if deployment is None:
+            # Deployments are immutable: what an attempt needs of one never changes.
+            deployment = await self._store.deployment_by_id(*key)
+            self._deployments[key] = deployment
+        await self._attempt(AttemptStart(run, deployment, []))
 
     async def _attempt(self, start: AttemptStart) -> None:
         run = start.run

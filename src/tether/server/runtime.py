@@ -228,16 +228,27 @@ class Runtime:
             schema = dep.manifest["components"][workflow]["input_schema"]
             _validate(schema, input, f"input of {workflow} on {dep.label}")
 
-        run, created = await self.store.create_run(
-            tenant_id,
-            workflow=workflow,
-            input=input,
-            env=env,
-            deployment_ref=deployment,
-            idempotency_key=idempotency_key,
-            validate=validate,
-        )
-        if created:
+        start_now = self.dispatcher.reserve()
+        try:
+            run, created = await self.store.create_run(
+                tenant_id,
+                workflow=workflow,
+                input=input,
+                env=env,
+                deployment_ref=deployment,
+                idempotency_key=idempotency_key,
+                validate=validate,
+                start_attempt=start_now,
+            )
+        except BaseException:
+            if start_now:
+                self.dispatcher.release()
+            raise
+        if start_now and created:
+            self.dispatcher.launch_new(run)
+        elif start_now:
+            self.dispatcher.release()
+        elif created:
             self.dispatcher.poke()
         return run, created
 

@@ -450,12 +450,15 @@ class Store:
         deployment_ref: str | None = None,
         idempotency_key: str | None = None,
         validate: Callable[[Deployment], Any] | None = None,
+        start_attempt: bool = False,
     ) -> tuple[Run, bool]:
         """Create a run pinned to ``deployment_ref`` or to what ``env`` names right now.
 
         The environment is resolved once, here; the run keeps that deployment for its life.
         ``validate`` (called inside the transaction with the chosen deployment) may raise to
-        refuse the input; nothing is stored then.
+        refuse the input; nothing is stored then. With ``start_attempt`` a new run is created
+        already ``running`` its first attempt, for a caller that dispatches it at once (after a
+        crash, :meth:`recover` gives it a new attempt like any other).
 
         Returns:
             The run and whether it was created (False: the idempotency key already named it).
@@ -491,7 +494,9 @@ class Store:
                 )
             if validate is not None:
                 validate(dep)
-            run = self._insert_run(tx, run_id, tenant_id, dep.id, workflow, input, env, idempotency_key, None, None)
+            run = self._insert_run(
+                tx, run_id, tenant_id, dep.id, workflow, input, env, idempotency_key, None, None, start_attempt
+            )
             return run, True
 
         return await self.backend.write(op)
@@ -508,20 +513,23 @@ class Store:
         idempotency_key: str | None,
         parent_run_id: str | None,
         parent_index: int | None,
+        start_attempt: bool = False,
     ) -> Run:
         now = _now()
         tx.execute(
             "INSERT INTO runs (id, tenant_id, deployment_id, workflow, env, status, input, attempt, ready_at, "
             "parent_run_id, parent_index, idempotency_key, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 tenant_id,
                 deployment_id,
                 workflow,
                 env,
+                "running" if start_attempt else "pending",
                 _dumps(input),
-                now,
+                1 if start_attempt else 0,
+                None if start_attempt else now,
                 parent_run_id,
                 parent_index,
                 idempotency_key,
@@ -638,16 +646,22 @@ class Store:
 
         return await self.backend.write(op)
 
-    async def next_wake(self) -> float | None:
-        """The earliest time a run becomes ready or a timer fires, if any."""
+    async def next_due(self) -> tuple[float | None, float | None]:
+        """The earliest ``ready_at`` of a run and the earliest timer, if any (one read)."""
 
-        def op(tx: Tx) -> float | None:
-            ready = tx.one("SELECT MIN(ready_at) AS t FROM runs WHERE ready_at IS NOT NULL")
-            timer = tx.one("SELECT MIN(fire_at) AS t FROM timers")
-            times = [r["t"] for r in (ready, timer) if r is not None and r["t"] is not None]
-            return min(times) if times else None
+        def op(tx: Tx) -> tuple[float | None, float | None]:
+            row = tx.one(
+                "SELECT (SELECT MIN(ready_at) FROM runs WHERE ready_at IS NOT NULL) AS ready, "
+                "(SELECT MIN(fire_at) FROM timers) AS timer"
+            )
+            assert row is not None
+            return row["ready"], row["timer"]
 
         return await self.backend.read(op)
+
+    async def deployment_by_id(self, tenant_id: str, deployment_id: str) -> Deployment:
+        """The deployment with this exact id."""
+        return await self.backend.read(lambda tx: self._find_deployment(tx, tenant_id, deployment_id))
 
     def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
         row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))

@@ -20,8 +20,11 @@ async def start_on_deployment(request: Request) -> Response:
 
 
 async def _start(request: Request, *, env: str | None, deployment: str | None) -> Response:
+    """Start a run; with ``?wait=SECONDS`` answer once it ended (or the wait is over)."""
+    wait = float_param(request, "wait", 0.0, low=0, high=3600)
     body = await read_json(request, default={})
-    run, created = await runtime(request).start_run(
+    rt = runtime(request)
+    run, created = await rt.start_run(
         tenant(request),
         request.path_params["name"],
         body,
@@ -29,6 +32,8 @@ async def _start(request: Request, *, env: str | None, deployment: str | None) -
         deployment=deployment,
         idempotency_key=request.headers.get("idempotency-key"),
     )
+    if wait > 0:
+        run = await rt.result(tenant(request), run.id, wait)
     return json_response(run.to_json(), 201 if created else 200)
 
 
