@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from tether._gc import tune_gc
 from tether._loader import load_app
 from tether.errors import BundleError
 from tether.sdk._link import LinkServer
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print("TETHER_WORKER_ERROR " + json.dumps(exc.message), flush=True)
         return 3
+    tune_gc()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, 0))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from tether._gc import tune_gc
 from tether.server.app import ServerOptions, create_app
 
 
@@ -72,5 +73,6 @@ def server(
         )
     )
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")
+    tune_gc()
     click.echo(f"tether server listening on {url} (data in {data_dir.resolve()})", err=True)
     uvicorn.Server(config).run(sockets=[sock])

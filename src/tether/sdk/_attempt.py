@@ -117,6 +117,7 @@ class Attempt(Context):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poke = asyncio.Event()
         self._fenced: str | None = None
+        self._revivers: dict[str, Callable[[Any, ErrorInfo | None], Any]] = {}
         self._info = RunInfo(
             run_id=request["run_id"],
             workflow=request["component"],
@@ -353,7 +354,9 @@ class Attempt(Context):
         payload = to_jsonable_python(bound)
         command = Command(EntryKind.STEP, definition.name, args_digest(payload))
         index, decision = self._issue(command)
-        revive = self._step_revive(definition)
+        revive = self._revivers.get(definition.name)
+        if revive is None:
+            revive = self._revivers[definition.name] = self._step_revive(definition)
         if decision.action is Action.REPLAY:
             assert decision.entry is not None
             return self._done(revive, decision.entry)

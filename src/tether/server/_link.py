@@ -47,10 +47,11 @@ class WorkerLink:
         if self.closed:
             raise LinkClosedError("the link to the worker is closed")
         message_id = self._next_id
+        frame = _frames.encode({**message, "id": message_id})
         self._next_id += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        self._writer.write(_frames.encode({**message, "id": message_id}))
+        self._writer.write(frame)
         return await future
 
     async def manifest(self) -> dict[str, Any]:

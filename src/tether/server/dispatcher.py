@@ -231,11 +231,12 @@ class Dispatcher:
             "manifest_digest": deployment.manifest_digest,
             "component": run.workflow,
             "input": run.input,
-            "journal": [e.to_json() for e in start.journal],
+            "journal": start.wire_journal(),
             "runtime_url": self.runtime_url,
         }
         if deployment.kind == "endpoint":
             assert deployment.url is not None
+            request["journal"] = [e.to_json() for e in start.journal]
             return await self._invoke_http(deployment.url, request)
         assert deployment.bundle_digest is not None and deployment.app_ref is not None
         digest = deployment.bundle_digest
@@ -245,7 +246,13 @@ class Dispatcher:
             return {"outcome": "stuck", "error": {"type": "DeploymentUnavailable", "message": exc.message}}
         worker.active += 1
         try:
-            answer = await worker.link.invoke(request)
+            try:
+                answer = await worker.link.invoke(request)
+            except TypeError:
+                # Integers beyond 64 bits elsewhere in the request: the exact encoder cannot
+                # embed stored JSON verbatim, so send the journal parsed.
+                request["journal"] = [e.to_json() for e in start.journal]
+                answer = await worker.link.invoke(request)
         except LinkClosedError:
             self._pool.forget(worker)
             raise

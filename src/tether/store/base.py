@@ -54,6 +54,12 @@ __all__ = [
 T = TypeVar("T")
 
 MAX_INDEX = 10_000_000
+
+REPLAY_COLUMNS_SQL = (
+    "SELECT idx, kind, name, args_digest, completed, result, error, manual_digest, attempt "
+    "FROM journal WHERE run_id = ? ORDER BY idx"
+)
+"""What an attempt needs of its journal: identity and outcome, not arguments or timestamps."""
 """Highest journal index an append may use."""
 
 
@@ -618,17 +624,20 @@ class Store:
         """Start an attempt for up to ``limit`` runs whose ``ready_at`` has come.
 
         Each claimed run becomes ``running`` with its attempt number incremented; the returned
-        journal is the one that attempt replays.
+        journal is the one that attempt replays. The journals are read after the claim, on a
+        snapshot, so that a long journal never holds up the writer: an entry completed in
+        between is seen by the attempt as still waiting, and the attempt's suspension then
+        finds it completed and starts the next attempt at once.
         """
 
-        def op(tx: Tx) -> list[AttemptStart]:
-            rows = tx.all(
-                "SELECT * FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?",
+        def claim(tx: Tx) -> list[tuple[Run, Deployment]]:
+            ready = tx.all(
+                "SELECT id FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?",
                 (now, limit),
             )
-            starts = []
+            claimed = []
             deployments: dict[tuple[str, str], Deployment] = {}
-            for row in rows:
+            for row in ready:
                 tx.execute(
                     "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ? "
                     "WHERE id = ?",
@@ -638,13 +647,20 @@ class Store:
                 key = (run.tenant_id, run.deployment_id)
                 if key not in deployments:
                     deployments[key] = self._find_deployment(tx, *key)
-                journal = [
-                    entry_from_row(r) for r in tx.all("SELECT * FROM journal WHERE run_id = ? ORDER BY idx", (run.id,))
-                ]
-                starts.append(AttemptStart(run, deployments[key], journal))
-            return starts
+                claimed.append((run, deployments[key]))
+            return claimed
 
-        return await self.backend.write(op)
+        claimed = await self.backend.write(claim)
+        if not claimed:
+            return []
+
+        def journals(tx: Tx) -> list[AttemptStart]:
+            return [
+                AttemptStart(run, dep, tx.all(REPLAY_COLUMNS_SQL, (run.id,)))
+                for run, dep in claimed
+            ]
+
+        return await self.backend.read(journals)
 
     async def next_due(self) -> tuple[float | None, float | None]:
         """The earliest ``ready_at`` of a run and the earliest timer, if any (one read)."""

@@ -183,7 +183,30 @@ class AttemptStart:
 
     run: Run
     deployment: Deployment
-    journal: list[JournalEntry]
+    rows: list[Row]
+    """The run's journal rows, by index: what replay needs (identity, outcome, attempt)."""
+
+    @property
+    def journal(self) -> list[JournalEntry]:
+        """The journal as entries (without arguments or timestamps)."""
+        return [
+            JournalEntry(
+                r["idx"],
+                r["kind"],
+                r["name"],
+                r["args_digest"],
+                bool(r["completed"]),
+                _loads(r["result"]),
+                _loads(r["error"]),
+                r["manual_digest"],
+                attempt=r["attempt"],
+            )
+            for r in self.rows
+        ]
+
+    def wire_journal(self) -> list[dict[str, Any]]:
+        """The journal in its protocol form, stored JSON embedded verbatim (never re-parsed)."""
+        return [wire_entry(r) for r in self.rows]
 
 
 @dataclass(slots=True)
@@ -211,6 +234,30 @@ def entry_from_row(row: Row) -> JournalEntry:
         completed_at=row["completed_at"],
         extra=_loads(row["extra"]) or {},
     )
+
+
+def _fragment(text: str | None) -> Any:
+    return None if text is None else _json.Fragment(text)
+
+
+def wire_entry(row: Row) -> dict[str, Any]:
+    """The protocol form of a journal row for replay: identity and outcome only.
+
+    Arguments, timestamps and bookkeeping stay in the runtime (the digest stands for the
+    arguments); a 10,000-entry journal then travels in half the bytes.
+    """
+    out: dict[str, Any] = {
+        "index": row["idx"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "args_digest": row["args_digest"],
+        "completed": bool(row["completed"]),
+        "result": _fragment(row["result"]),
+        "error": _fragment(row["error"]),
+    }
+    if row["manual_digest"] is not None:
+        out["manual_digest"] = row["manual_digest"]
+    return out
 
 
 def new_run_id() -> str:
