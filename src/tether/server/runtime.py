@@ -7,9 +7,10 @@ stay in ``server/api``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -61,15 +62,18 @@ class Notifier:
         for event in self._events.get(run_id, ()):
             event.set()
 
-    async def wait(self, run_id: str, timeout: float) -> None:
-        """Wait until the run changes or ``timeout`` passes."""
+    @contextlib.contextmanager
+    def watch(self, run_id: str) -> Iterator[asyncio.Event]:
+        """An event set when the run changes from now on.
+
+        Register before reading the run: a change between the read and the wait would
+        otherwise go unnoticed until the next poll.
+        """
         event = asyncio.Event()
         waiters = self._events.setdefault(run_id, set())
         waiters.add(event)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
+            yield event
         finally:
             waiters.discard(event)
             if not waiters:
@@ -256,11 +260,14 @@ class Runtime:
         """The run, waiting up to ``wait`` seconds for it to end."""
         deadline = time.monotonic() + max(0.0, wait)
         while True:
-            run = await self.store.get_run(tenant_id, run_id)
-            left = deadline - time.monotonic()
-            if run.status in TERMINAL or run.status.value == "stuck" or left <= 0:
-                return run
-            await self.notifier.wait(run_id, min(left, 0.5))
+            with self.notifier.watch(run_id) as changed:
+                run = await self.store.get_run(tenant_id, run_id)
+                left = deadline - time.monotonic()
+                if run.status in TERMINAL or run.status.value == "stuck" or left <= 0:
+                    return run
+                # The poll bounds the wait when another node changed the run.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(left, 0.5))
 
     async def signal(self, tenant_id: str, run_id: str, name: str, payload: Any) -> dict[str, Any]:
         """Deliver a signal after validating it against the pinned deployment's schema."""

@@ -1,0 +1,1 @@
+"""bench/run's harness: starts each system, runs the workloads, writes the results table."""

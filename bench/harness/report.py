@@ -1,0 +1,416 @@
+"""The results table: machine, versions, durability, one section per workload, targets."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .paths import PEER_PYTHON, PROJECT, RESTATE_CLI, RESTATE_SERVER
+from .systems import command_output
+
+LINEAR_MAX_EXPONENT = 1.15
+
+
+def med(values: list[float], fmt: str = "{:.1f}") -> str:
+    """``median (min..max)``, or the single value."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}..{fmt.format(max(values))})"
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (other load on the machine)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    disk = command_output(["df", "-h", "--output=fstype,source", "/tmp"]).splitlines()[-1:]
+    return {
+        "host": socket.gethostname() or "local",
+        "cores": str(os.cpu_count()),
+        "ram": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "tmp fs": " ".join(disk[0].split()) if disk else "?",
+        "loadavg at start": Path("/proc/loadavg").read_text().split(" ")[0],
+    }
+
+
+def versions() -> dict[str, str]:
+    import httpx
+
+    import tether
+
+    sha = command_output(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "-C", str(PROJECT), "status", "--porcelain", "--", "src"])
+    peers = command_output(
+        [
+            str(PEER_PYTHON),
+            "-c",
+            "import sys; from importlib.metadata import version as v; "
+            'print(f\'dbos {v("dbos")}, SQLAlchemy {v("sqlalchemy")}, restate-sdk {v("restate-sdk")}, '
+            'hypercorn {v("hypercorn")}, httpx {v("httpx")}, Python {sys.version.split()[0]}\')',
+        ]
+    )
+    return {
+        "tether": f"{tether.__version__} (git {sha}{' + uncommitted changes in src/' if dirty else ''})",
+        "bench client": f"Python {sys.version.split()[0]}, httpx {httpx.__version__}",
+        "restate-server": command_output([str(RESTATE_SERVER), "--version"]),
+        "restate CLI": command_output([str(RESTATE_CLI), "--version"]),
+        "peers venv": peers,
+        "node": command_output(["node", "--version"]),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def check(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**missed**")
+
+
+def render(run: dict[str, Any]) -> str:
+    """The markdown report of one ``bench/run``."""
+    cfg = run["config"]
+    res = run["results"]
+    out: list[str] = []
+    add = out.append
+    add(f"# tether vs Restate vs DBOS — {run['date']} on {run['machine']['host']}")
+    add("")
+    if cfg["quick"]:
+        add("**Quick smoke run (small sizes): not a benchmark result.**")
+        add("")
+    add(
+        f"Command: `{cfg['command']}` · repetitions: {cfg['reps']} · values are the median "
+        "(min..max) over the repetitions · wall time of the whole run: "
+        f"{run['elapsed_s'] / 60:.1f} min"
+    )
+    add("")
+    add("| machine | |")
+    add("| --- | --- |")
+    for key, value in run["machine"].items():
+        add(f"| {key} | {value} |")
+    for key, value in run["versions"].items():
+        add(f"| {key} | {value} |")
+    add(f"| date | {run['started']} |")
+    add("")
+    add("Durability (equal by construction):")
+    add("")
+    add("- **tether**: `tether server --synchronous FULL`: SQLite WAL, fsync on every group commit.")
+    add(
+        "- **Restate**: restate-server defaults (replicated loglet on the node's own log-server, "
+        "RocksDB WAL fsync on: `rocksdb-disable-wal-fsync = false`); telemetry off."
+    )
+    dbos_dur = run.get("dbos_durability")
+    dur = (
+        f"journal_mode={dbos_dur['journal_mode']}, synchronous={dbos_dur['synchronous']} "
+        f"(SQLite {dbos_dur['sqlite']}; DBOS sets no `PRAGMA synchronous`, so SQLite's default FULL)"
+        if dbos_dur
+        else "not run"
+    )
+    add(f"- **DBOS** (`dbos-sqlite`): SQLite system database, {dur}.")
+    add("- **dbos-postgres**: skipped, no PostgreSQL setup script.")
+    add("")
+    if run["background"]:
+        add(
+            "Other load on the machine, CPU busy over 1 s before each system: "
+            + ", ".join(f"{k} {v * 100:.0f}%" for k, v in run["background"].items())
+            + "."
+        )
+        add("")
+
+    # W1
+    if "w1" in res:
+        add(f"## W1 latency: 1-step workflow, {cfg['w1_calls']} sequential start→result calls")
+        add("")
+        add("| system | p50 ms | p99 ms | mean ms | how it is called |")
+        add("| --- | --- | --- | --- | --- |")
+        for system, rows in res["w1"].items():
+            if isinstance(rows, str):
+                add(f"| {system} | error: {rows} | | | |")
+                continue
+            add(
+                f"| {system} | {med([r['p50_ms'] for r in rows], '{:.2f}')} | "
+                f"{med([r['p99_ms'] for r in rows], '{:.2f}')} | {med([r['mean_ms'] for r in rows], '{:.2f}')} | "
+                f"{run['call_notes'].get(system, '')} |"
+            )
+        ratios = _w_ratios(res["w1"], ["p50_ms", "p99_ms"])
+        if ratios:
+            add("")
+            add("| tether / peer | p50 | p99 |")
+            add("| --- | --- | --- |")
+            for peer, values in ratios.items():
+                add(f"| tether / {peer} | {values['p50_ms']} | {values['p99_ms']} |")
+        add("")
+        add(f"Each system gets {cfg['w1_warmup']} warm-up calls first (not counted).")
+        add("")
+
+    # W2
+    if "w2" in res:
+        add(f"## W2 throughput: {cfg['w2_runs']} runs × {cfg['w2_steps']} steps, {cfg['w2_concurrency']} in flight")
+        add("")
+        add(
+            "| system | runs/s | steps/s | server CPU s / 1k runs | deployment CPU s / 1k runs "
+            "| server + deployment | client CPU s / 1k runs | wall s |"
+        )
+        add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        notes: list[str] = []
+        for system, rows in res["w2"].items():
+            if isinstance(rows, str):
+                add(f"| {system} | error: {rows} | | | | | | |")
+                continue
+            for row in rows:
+                row["cpu_total_per_1k"] = row.get("cpu_server_per_1k", 0.0) + row.get("cpu_deployment_per_1k", 0.0)
+            add(
+                f"| {system} | {med([r['runs_per_s'] for r in rows])} "
+                f"| {med([r['steps_per_s'] for r in rows], '{:.0f}')} "
+                f"| {_cpu(rows, 'cpu_server_per_1k')} | {_cpu(rows, 'cpu_deployment_per_1k')} "
+                f"| {_cpu(rows, 'cpu_total_per_1k')} "
+                f"| {_cpu(rows, 'cpu_client_per_1k')} | {med([r['wall_s'] for r in rows])} |"
+            )
+            for row in rows:
+                notes.extend(f"{system}: {n}" for n in row.get("notes", []))
+            foreign = [r["foreign_cpu_s"] for r in rows if "foreign_cpu_s" in r]
+            if foreign:
+                busy = [r["machine_busy"] * 100 for r in rows]
+                notes.append(
+                    f"{system}: machine CPU busy during the timed runs {med(busy, '{:.0f}')} %; CPU seconds "
+                    f"used by processes other than the measured ones meanwhile: {med(foreign, '{:.2f}')}"
+                )
+        ratios = _w_ratios(res["w2"], ["steps_per_s", "cpu_server_per_1k", "cpu_total_per_1k"])
+        if ratios:
+            add("")
+            add(
+                "| tether / peer | steps/s (higher is better) | server CPU per run (lower is better) "
+                "| server + deployment CPU per run |"
+            )
+            add("| --- | --- | --- | --- |")
+            for peer, values in ratios.items():
+                server = values["cpu_server_per_1k"] if peer != "dbos-sqlite" else "– (one process)"
+                add(f"| tether / {peer} | {values['steps_per_s']} | {server} | {values['cpu_total_per_1k']} |")
+        add("")
+        add(
+            "CPU is utime+stime from `/proc/<pid>/stat`, read before and after the timed runs. "
+            "tether: server = the `tether server` process, deployment = its worker processes (children "
+            "whose command line has `tether._worker`). Restate: server = `restate-server`, deployment "
+            "= the hypercorn SDK endpoint. DBOS is a library: one process holds the workflow code, the "
+            "system-database client and the driving loop, shown as *server* (its deployment and client "
+            "columns are part of it). Client = this bench process (the HTTP load generator), for "
+            f"tether and Restate. Each system gets {cfg['w2_warmup']} warm-up runs first."
+        )
+        for note in notes:
+            add(f"- {note}")
+        add("")
+
+    # W3
+    if "w3" in res:
+        add("## W3 long journal (tether): time from the signal to the next new step, warm worker")
+        add("")
+        w3 = res["w3"]
+        if isinstance(w3, str):
+            add(f"error: {w3}")
+        else:
+            add("| journal entries N | time to next step ms | replayed entries/s (N / time) |")
+            add("| --- | --- | --- |")
+            medians: dict[int, float] = {}
+            for n_text, times in w3["warm_s"].items():
+                n = int(n_text)
+                medians[n] = statistics.median(times)
+                add(f"| {n:,} | {med([t * 1000 for t in times])} | {med([n / t for t in times], '{:,.0f}')} |")
+            add("")
+            add(_linearity(medians))
+            add(
+                f"The runs were built first ({w3['total_steps']:,} steps over all of them, concurrently, in "
+                f"{w3['build_s']:.1f} s). Before each signal a tiny other run on the same deployment makes sure "
+                "the worker is up, so this is replay (plus one step and the run's completion), not a cold start; "
+                "W5 is the cold case."
+            )
+        add("")
+
+    # W4
+    if "w4" in res:
+        add("## W4 idle scale (tether, `--worker-idle-timeout 3`)")
+        add("")
+        w4 = res["w4"]
+        if isinstance(w4, str):
+            add(f"error: {w4}")
+        else:
+            first = w4[0]
+            add(
+                f"{first['runs']:,} runs suspended on a signal across {first['deployments']} deployments "
+                f"(distinct bundles).{' ' + cfg['w4_note'] if cfg.get('w4_note') else ''}"
+            )
+            add("")
+            add("| measure | value |")
+            add("| --- | --- |")
+            rows = [
+                (
+                    "server RSS before the runs (deployments made, workers idle) MiB",
+                    "rss_before_kib",
+                    1 / 1024,
+                    "{:,.1f}",
+                ),
+                ("server RSS with all runs suspended and workers idle MiB", "rss_after_kib", 1 / 1024, "{:,.1f}"),
+                ("**RSS growth per suspended run KiB**", "kib_per_run", 1, "{:,.2f}"),
+                ("**worker processes alive while idle**", "workers_idle", 1, "{:.0f}"),
+                ("peak worker processes while the runs started", "peak_workers", 1, "{:.0f}"),
+                ("seconds to deploy the bundles (4 at a time)", "deploy_s", 1, "{:,.1f}"),
+                ("seconds to start all runs (64 in flight)", "start_s", 1, "{:,.1f}"),
+                ("seconds from the first start until all are suspended", "suspend_s", 1, "{:,.1f}"),
+                ("seconds until the workers idled out after that", "idle_wait_s", 1, "{:,.1f}"),
+                ("seconds to send all signals (64 in flight)", "signal_s", 1, "{:,.1f}"),
+                ("**seconds from the first signal until all runs completed**", "wake_all_s", 1, "{:,.1f}"),
+                ("worker cold starts while waking them", "cold_starts", 1, "{:.0f}"),
+            ]
+            for label, key, scale, fmt in rows:
+                add(f"| {label} | {med([r[key] * scale for r in w4], fmt)} |")
+            add(f"| runs completed per second while waking | {med([r['runs'] / r['wake_all_s'] for r in w4])} |")
+        add("")
+
+    # W5
+    if "w5" in res:
+        add("## W5 cold wake (tether, `--worker-idle-timeout 3`)")
+        add("")
+        w5 = res["w5"]
+        if isinstance(w5, str):
+            add(f"error: {w5}")
+        else:
+            add(
+                f"Signal a run whose deployment's worker has exited: {med([t * 1000 for t in w5], '{:.0f}')} ms "
+                f"to its next step's completion (over {len(w5)} wakes; each waits for the worker to exit first)."
+            )
+        add("")
+
+    add("## Targets (issue 3)")
+    add("")
+    add("| target | achieved | |")
+    add("| --- | --- | --- |")
+    for target, achieved, ok in _targets(res):
+        add(f"| {target} | {achieved} | {check(ok)} |")
+    add("")
+    if run["errors"]:
+        add("## Errors")
+        add("")
+        for err in run["errors"]:
+            add(f"- {err}")
+        add("")
+    return "\n".join(out)
+
+
+def _cpu(rows: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows if key in r]
+    return med(values, "{:.2f}") if values else "–"
+
+
+def _w_ratios(section: dict[str, Any], keys: list[str]) -> dict[str, dict[str, str]]:
+    tether = section.get("tether")
+    if not isinstance(tether, list):
+        return {}
+    out = {}
+    for peer, rows in section.items():
+        if peer == "tether" or isinstance(rows, str):
+            continue
+        out[peer] = {
+            key: ratio(median([r[key] for r in tether if key in r]), median([r[key] for r in rows if key in r]))
+            for key in keys
+        }
+    return out
+
+
+def _exponent(medians: dict[int, float]) -> tuple[float, int, int] | None:
+    """k in time ∝ N^k between the two largest sizes (1 = linear; a fixed overhead makes it < 1)."""
+    sizes = sorted(medians)
+    if len(sizes) < 2:
+        return None
+    a, b = sizes[-2:]
+    return math.log(medians[b] / medians[a]) / math.log(b / a), a, b
+
+
+def _linearity(medians: dict[int, float]) -> str:
+    found = _exponent(medians)
+    if found is None:
+        return "Linearity: needs two sizes or more."
+    k, a, b = found
+    marginal = (b - a) / max(1e-9, medians[b] - medians[a])
+    verdict = "linear" if k <= LINEAR_MAX_EXPONENT else "**super-linear**"
+    return (
+        f"Scaling: time ∝ N^{k:.2f} from N={a:,} to N={b:,} → {verdict} (linear means an exponent ≤ "
+        f"{LINEAR_MAX_EXPONENT}; a fixed per-attempt cost pulls it below 1). Marginal replay rate between "
+        f"them: {marginal:,.0f} entries/s."
+    )
+
+
+def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def m(section: str, system: str, key: str) -> float | None:
+        rows_ = res.get(section, {}).get(system) if isinstance(res.get(section), dict) else None
+        if not isinstance(rows_, list):
+            return None
+        return median([r[key] for r in rows_ if key in r])
+
+    t_steps, r_steps, d_steps = (m("w2", s, "steps_per_s") for s in ("tether", "restate", "dbos-sqlite"))
+    if t_steps and r_steps:
+        rows.append(("W2 steps/s ≥ 3× Restate", f"{t_steps / r_steps:.3f}×", t_steps >= 3 * r_steps))
+    if t_steps and d_steps:
+        rows.append(("W2 steps/s ≥ 10× DBOS-SQLite", f"{t_steps / d_steps:.3f}×", t_steps >= 10 * d_steps))
+    t50, r50 = m("w1", "tether", "p50_ms"), m("w1", "restate", "p50_ms")
+    t99, r99 = m("w1", "tether", "p99_ms"), m("w1", "restate", "p99_ms")
+    if t50 and r50:
+        rows.append(("W1 p50 ≤ 0.5× Restate", f"{t50 / r50:.3f}×", t50 <= 0.5 * r50))
+    if t99 and r99:
+        rows.append(("W1 p99 ≤ Restate", f"{t99 / r99:.3f}×", t99 <= r99))
+    w3 = res.get("w3")
+    if isinstance(w3, dict):
+        meds = {int(n): statistics.median(t) for n, t in w3["warm_s"].items()}
+        if len(meds) >= 3:
+            found = _exponent(meds)
+            assert found is not None
+            k = found[0]
+            biggest = max(meds)
+            rate = biggest / meds[biggest]
+            rows.append(("W3 linear", f"time ∝ N^{k:.2f}", k <= LINEAR_MAX_EXPONENT))
+            rows.append(
+                (f"W3 ≥ 100,000 replayed entries/s (N={biggest:,}, end to end)", f"{rate:,.0f}/s", rate >= 100_000)
+            )
+    w4 = res.get("w4")
+    if isinstance(w4, list):
+        workers = median([r["workers_idle"] for r in w4]) or 0
+        kib = median([r["kib_per_run"] for r in w4]) or 0
+        rows.append(("W4 0 worker processes while idle", f"{workers:.0f}", workers == 0))
+        rows.append(("W4 server RSS growth ≤ 2 KiB per suspended run", f"{kib:.2f} KiB", kib <= 2))
+    return rows

@@ -1,0 +1,280 @@
+"""The five workloads. Every request loop is bounded in count and in time."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import procs
+from .paths import TETHER_APP
+from .systems import TetherSystem, until
+
+
+class Invoker(Protocol):
+    name: str
+
+    async def invoke(self, n: int) -> int: ...
+
+    def pid_groups(self) -> dict[str, list[int]]: ...
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def latency_stats(latencies: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": sum(latencies) / len(latencies) * 1000,
+    }
+
+
+# --- W1 latency ---------------------------------------------------------------------------------
+
+
+async def w1_latency(system: Invoker, *, calls: int, reps: int, warmup: int) -> list[dict[str, float]]:
+    """``calls`` sequential start→result of the 1-step workflow, per repetition."""
+    for _ in range(warmup):
+        assert await system.invoke(1) == 1
+    results = []
+    for _ in range(reps):
+        latencies = []
+        deadline = time.monotonic() + 600
+        for _ in range(calls):
+            if time.monotonic() > deadline:
+                raise TimeoutError("workload 1: over 600 s")
+            start = time.perf_counter()
+            assert await system.invoke(1) == 1
+            latencies.append(time.perf_counter() - start)
+        results.append(latency_stats(latencies))
+    return results
+
+
+# --- W2 throughput ------------------------------------------------------------------------------
+
+
+async def w2_throughput(
+    system: Invoker, *, runs: int, steps: int, concurrency: int, reps: int, warmup: int
+) -> list[dict[str, Any]]:
+    """``runs`` runs of ``steps`` steps, ``concurrency`` in flight; CPU per process group."""
+    expected = steps * (steps + 1) // 2
+    for _ in range(warmup):
+        assert await system.invoke(steps) == expected
+    results = []
+    for _ in range(reps):
+        todo = iter(range(runs))
+        done = 0
+
+        async def lane(todo: Any) -> None:
+            nonlocal done
+            for _ in todo:
+                assert await system.invoke(steps) == expected
+                done += 1
+
+        groups = system.pid_groups()
+        before = {name: procs.CpuSnapshot.take(pids) for name, pids in groups.items()}
+        client0 = client_cpu()
+        busy0 = procs.machine_busy_seconds()
+        start = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(lane(todo) for _ in range(concurrency))), timeout=1800)
+        wall = time.perf_counter() - start
+        busy = procs.machine_busy_seconds() - busy0
+        client = client_cpu() - client0
+        after_groups = system.pid_groups()
+        row: dict[str, Any] = {
+            "wall_s": wall,
+            "runs_per_s": done / wall,
+            "steps_per_s": done * steps / wall,
+            "cpu_client_per_1k": client / done * 1000,
+            "notes": [],
+        }
+        ours = client
+        for name, pids in groups.items():
+            # processes started during the measurement (a new worker) count too
+            after = procs.CpuSnapshot.take(set(pids) | set(after_groups.get(name, [])))
+            spent, lost = procs.cpu_between(before[name], after)
+            ours += spent
+            row[f"cpu_{name}_per_1k"] = spent / done * 1000
+            if lost:
+                row["notes"].append(f"a {name} process exited during the measurement: its CPU is missing")
+            row[f"{name}_processes"] = len(after.seconds)
+        row["foreign_cpu_s"] = max(0.0, busy - ours)  # other processes on the machine meanwhile
+        row["machine_busy"] = busy / wall / (os.cpu_count() or 1)
+        results.append(row)
+    return results
+
+
+# --- W3 long journal (tether) -------------------------------------------------------------------
+
+
+async def w3_long_journal(tether: TetherSystem, *, sizes: list[int], reps: int) -> dict[str, Any]:
+    """Runs of ``long(n)``: n steps, then a signal; the time from the signal to the run's next
+    step completing (which replays the n journaled entries), with a warm worker."""
+    build_start = time.perf_counter()
+    runs: dict[int, list[str]] = {n: [] for n in sizes}
+    for n in sizes:
+        for _ in range(reps):
+            runs[n].append(await tether.start_run("long", {"n": n}))
+    pending = [run_id for ids in runs.values() for run_id in ids]
+
+    async def all_suspended() -> bool:
+        statuses = await asyncio.gather(*(tether.status(run_id) for run_id in pending))
+        for run_id, status in zip(list(pending), statuses, strict=True):
+            if status in {"failed", "stuck", "cancelled", "completed"}:
+                raise RuntimeError(f"workload 3: run {run_id} is {status} before its signal")
+            if status == "suspended":
+                pending.remove(run_id)
+        return not pending
+
+    build_timeout = 120 + sum(sizes) * reps / 50  # bounded even at 50 steps/s
+    await until(all_suspended, build_timeout, "the long runs to reach their signal", interval=0.5)
+    build_s = time.perf_counter() - build_start
+    warm: dict[int, list[float]] = {}
+    for n in sizes:
+        warm[n] = []
+        for run_id in runs[n]:
+            assert await tether.invoke(1) == 1  # a tiny other run: the worker is up
+            start = time.perf_counter()
+            await tether.signal(run_id)
+            assert await tether.result(run_id, timeout=600) == n + 1
+            warm[n].append(time.perf_counter() - start)
+    return {"warm_s": warm, "build_s": build_s, "total_steps": sum(sizes) * reps}
+
+
+# --- W4 idle scale (tether) ---------------------------------------------------------------------
+
+
+def make_bundles(root: Path, count: int) -> list[Path]:
+    """``count`` copies of the bench app that differ by one constant: distinct bundles."""
+    folders = []
+    for k in range(count):
+        folder = root / f"app{k:03d}"
+        shutil.copytree(TETHER_APP, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        module = folder / "benchapp.py"
+        text = module.read_text()
+        module.write_text(text.replace("VARIANT = 0", f"VARIANT = {k + 1}", 1))
+        folders.append(folder)
+    return folders
+
+
+async def gather_bounded(coros: list[Any], limit: int, timeout: float) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> Any:
+        async with semaphore:
+            return await coro
+
+    return list(await asyncio.wait_for(asyncio.gather(*(one(c) for c in coros)), timeout=timeout))
+
+
+async def wait_no_workers(tether: TetherSystem, timeout: float) -> float:
+    """Wait until no worker process is alive; seconds waited."""
+    start = time.perf_counter()
+    await until(lambda: not tether.workers(), timeout, "the workers to idle out", interval=0.2)
+    return time.perf_counter() - start
+
+
+async def w4_idle_scale(tether: TetherSystem, bundles_dir: Path, *, runs: int, deployments: int) -> dict[str, Any]:
+    """``runs`` runs suspended on a signal across ``deployments`` deployments; RSS, workers; then
+    signal them all and time until all are complete. ``tether`` runs with a short idle timeout."""
+    assert tether.server is not None
+    folders = make_bundles(bundles_dir, deployments)
+    t0 = time.perf_counter()
+    dep_ids = await gather_bounded([tether.deploy(folder) for folder in folders], 4, 60 + 30 * deployments)
+    deploy_s = time.perf_counter() - t0
+    await wait_no_workers(tether, tether.idle_timeout + 120)
+    await asyncio.sleep(1.0)
+    rss_before = procs.rss_kib(tether.server.pid) or 0
+    metrics0 = await tether.metrics()
+
+    t0 = time.perf_counter()
+    run_ids = await gather_bounded(
+        [tether.start_run("idle", {}, deployment=dep_ids[i % deployments]) for i in range(runs)], 64, 600 + runs / 10
+    )
+    start_s = time.perf_counter() - t0
+    peak_workers = 0
+
+    async def suspended() -> bool:
+        nonlocal peak_workers
+        peak_workers = max(peak_workers, len(tether.workers()))
+        metrics = await tether.metrics()
+        return metrics.get("tether_runs{suspended}", 0) >= runs
+
+    await until(suspended, 600 + runs / 10, f"{runs} runs to suspend", interval=0.25)
+    suspend_s = time.perf_counter() - t0
+    idle_wait = await wait_no_workers(tether, tether.idle_timeout + 120)
+    await asyncio.sleep(1.0)
+    workers_idle = len(tether.workers())
+    rss_after = procs.rss_kib(tether.server.pid) or 0
+    metrics1 = await tether.metrics()
+
+    t0 = time.perf_counter()
+    await gather_bounded([tether.signal(run_id) for run_id in run_ids], 64, 600 + runs / 10)
+    signal_s = time.perf_counter() - t0
+    completed0 = metrics0.get("tether_runs{completed}", 0)
+
+    async def all_done() -> bool:
+        metrics = await tether.metrics()
+        if metrics.get("tether_runs{stuck}", 0) or metrics.get("tether_runs{failed}", 0):
+            raise RuntimeError(f"workload 4: runs failed or stuck: {metrics}")
+        return metrics.get("tether_runs{completed}", 0) - completed0 >= runs
+
+    await until(all_done, 900 + runs / 10, f"{runs} signalled runs to complete", interval=0.1)
+    wake_s = time.perf_counter() - t0
+    metrics2 = await tether.metrics()
+    cold = metrics2.get("tether_worker_cold_starts_total", 0) - metrics1.get("tether_worker_cold_starts_total", 0)
+    return {
+        "runs": runs,
+        "deployments": deployments,
+        "deploy_s": deploy_s,
+        "start_s": start_s,
+        "suspend_s": suspend_s,
+        "idle_wait_s": idle_wait,
+        "peak_workers": peak_workers,
+        "workers_idle": workers_idle,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "kib_per_run": (rss_after - rss_before) / runs,
+        "signal_s": signal_s,
+        "wake_all_s": wake_s,
+        "cold_starts": cold,
+    }
+
+
+# --- W5 cold wake (tether) ----------------------------------------------------------------------
+
+
+async def w5_cold_wake(tether: TetherSystem, *, reps: int) -> list[float]:
+    """Signal a run whose deployment's worker has exited: seconds to its next step's completion."""
+    run_ids = [await tether.start_run("idle", {}) for _ in range(reps)]
+    pending = list(run_ids)
+
+    async def suspended() -> bool:
+        for run_id in list(pending):
+            if await tether.status(run_id) == "suspended":
+                pending.remove(run_id)
+        return not pending
+
+    await until(suspended, 120, "the cold-wake runs to suspend", interval=0.1)
+    times = []
+    for run_id in run_ids:
+        await wait_no_workers(tether, tether.idle_timeout + 60)
+        start = time.perf_counter()
+        await tether.signal(run_id)
+        assert await tether.result(run_id, timeout=120) == 1  # VARIANT 0 + 1
+        times.append(time.perf_counter() - start)
+    return times
