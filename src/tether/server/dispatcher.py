@@ -57,7 +57,7 @@ class Dispatcher:
         secret: bytes,
         runtime_url: str,
         max_in_flight: int = 256,
-        on_change: Callable[[str], None] | None = None,
+        on_change: Callable[[str, Run | None], None] | None = None,
     ) -> None:
         """Wire the dispatcher to the store and the worker pool."""
         self._store = store
@@ -183,12 +183,13 @@ class Dispatcher:
             # The attempt could not go on (refused or failed append). If it is still the run's
             # current attempt, a new one replays what is durable; a stale one is ignored.
             outcome = {"outcome": "retry", "delay": retry_delay(run.attempt), "error": outcome.get("error")}
+        after: Run | None = None
         try:
-            await self._store.finish_attempt(run.id, run.attempt, outcome)
+            after = await self._store.finish_attempt(run.id, run.attempt, outcome)
         finally:
             self.poke()
             if self._on_change is not None:
-                self._on_change(run.id)
+                self._on_change(run.id, after)
 
     async def append_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Commit appends of many attempts at once (from a link or the HTTP endpoint).

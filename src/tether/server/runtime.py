@@ -19,7 +19,7 @@ import jsonschema
 from tether import _bundle
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
-from tether.core.status import TERMINAL
+from tether.core.status import TERMINAL, RunStatus
 from tether.errors import BadRequestError, BundleError, NotFoundError, PayloadTooLargeError, SchemaError
 from tether.server.dispatcher import Dispatcher
 from tether.server.workers import WorkerPool
@@ -51,33 +51,44 @@ def _validate(schema: dict[str, Any], value: Any, what: str) -> None:
         raise SchemaError(f"{what}: " + "; ".join(parts))
 
 
+class Watch:
+    """What a result waiter sees: an event, and the run as the change left it (if known)."""
+
+    __slots__ = ("event", "run")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.run: Run | None = None
+
+
 class Notifier:
     """Wakes whoever waits for a run's result when the run changes."""
 
     def __init__(self) -> None:
-        self._events: dict[str, set[asyncio.Event]] = {}
+        self._watches: dict[str, set[Watch]] = {}
 
-    def notify(self, run_id: str) -> None:
-        """The run changed: wake every waiter."""
-        for event in self._events.get(run_id, ()):
-            event.set()
+    def notify(self, run_id: str, run: Run | None = None) -> None:
+        """The run changed (to ``run``, when the caller has it): wake every waiter."""
+        for watch in self._watches.get(run_id, ()):
+            watch.run = run
+            watch.event.set()
 
     @contextlib.contextmanager
-    def watch(self, run_id: str) -> Iterator[asyncio.Event]:
-        """An event set when the run changes from now on.
+    def watch(self, run_id: str) -> Iterator[Watch]:
+        """Changes of the run from now on.
 
         Register before reading the run: a change between the read and the wait would
         otherwise go unnoticed until the next poll.
         """
-        event = asyncio.Event()
-        waiters = self._events.setdefault(run_id, set())
-        waiters.add(event)
+        watch = Watch()
+        watches = self._watches.setdefault(run_id, set())
+        watches.add(watch)
         try:
-            yield event
+            yield watch
         finally:
-            waiters.discard(event)
-            if not waiters:
-                self._events.pop(run_id, None)
+            watches.discard(watch)
+            if not watches:
+                self._watches.pop(run_id, None)
 
 
 class Runtime:
@@ -256,18 +267,24 @@ class Runtime:
             self.dispatcher.poke()
         return run, created
 
-    async def result(self, tenant_id: str, run_id: str, wait: float) -> Run:
-        """The run, waiting up to ``wait`` seconds for it to end."""
+    async def result(self, tenant_id: str, run_id: str, wait: float, *, known: Run | None = None) -> Run:
+        """The run, waiting up to ``wait`` seconds for it to end.
+
+        ``known`` is the run as the caller just saw it (saves reading it again).
+        """
         deadline = time.monotonic() + max(0.0, wait)
-        while True:
-            with self.notifier.watch(run_id) as changed:
-                run = await self.store.get_run(tenant_id, run_id)
+        with self.notifier.watch(run_id) as watch:
+            run = known if known is not None else await self.store.get_run(tenant_id, run_id)
+            while True:
                 left = deadline - time.monotonic()
-                if run.status in TERMINAL or run.status.value == "stuck" or left <= 0:
+                if run.status in TERMINAL or run.status is RunStatus.STUCK or left <= 0:
                     return run
-                # The poll bounds the wait when another node changed the run.
+                # The poll bounds the wait when the change happened elsewhere (another node).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(left, 0.5))
+                    await asyncio.wait_for(watch.event.wait(), min(left, 0.5))
+                watch.event.clear()
+                changed, watch.run = watch.run, None
+                run = changed if changed is not None else await self.store.get_run(tenant_id, run_id)
 
     async def signal(self, tenant_id: str, run_id: str, name: str, payload: Any) -> dict[str, Any]:
         """Deliver a signal after validating it against the pinned deployment's schema."""
@@ -288,7 +305,7 @@ class Runtime:
     async def cancel(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:
         """Cancel a run (and its children); audited."""
         run = await self.store.cancel_run(tenant_id, run_id, actor=actor, reason=reason)
-        self.notifier.notify(run_id)
+        self.notifier.notify(run_id, run)
         self.dispatcher.poke()
         return run
 

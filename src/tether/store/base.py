@@ -655,10 +655,7 @@ class Store:
             return []
 
         def journals(tx: Tx) -> list[AttemptStart]:
-            return [
-                AttemptStart(run, dep, tx.all(REPLAY_COLUMNS_SQL, (run.id,)))
-                for run, dep in claimed
-            ]
+            return [AttemptStart(run, dep, tx.all(REPLAY_COLUMNS_SQL, (run.id,))) for run, dep in claimed]
 
         return await self.backend.read(journals)
 
@@ -680,7 +677,9 @@ class Store:
         return await self.backend.read(lambda tx: self._find_deployment(tx, tenant_id, deployment_id))
 
     def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
-        row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        row = tx.one(
+            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at FROM runs WHERE id = ?", (run_id,)
+        )
         if row is None:
             raise FencedError(f"no run {run_id}")
         # ready_at is set once an attempt has ended (retry, woken, recovered): it is stale then.

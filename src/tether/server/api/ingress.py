@@ -33,7 +33,7 @@ async def _start(request: Request, *, env: str | None, deployment: str | None) -
         idempotency_key=request.headers.get("idempotency-key"),
     )
     if wait > 0:
-        run = await rt.result(tenant(request), run.id, wait)
+        run = await rt.result(tenant(request), run.id, wait, known=run)
     return json_response(run.to_json(), 201 if created else 200)
 
 
