@@ -51,9 +51,12 @@ def args_digest(args: Any) -> str:
     return hashlib.sha256(canonical_json(args)).hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
-    """What the code issues at one journal index: the identity replay compares."""
+    """What the code issues at one journal index: the identity replay compares.
+
+    A value (never mutated); not frozen because one is built for every command replayed.
+    """
 
     kind: str
     """One of :class:`EntryKind`."""

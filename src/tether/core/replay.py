@@ -31,9 +31,9 @@ class Action(StrEnum):
     """The code disagrees with the journal: stop the attempt."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """The replayer's answer for one issued command."""
+    """The replayer's answer for one issued command (a value; not frozen, built per command)."""
 
     action: Action
     """What to do."""

@@ -118,6 +118,7 @@ class Attempt(Context):
         self._poke = asyncio.Event()
         self._fenced: str | None = None
         self._revivers: dict[str, Callable[[Any, ErrorInfo | None], Any]] = {}
+        self._resolved: dict[tuple[Any, tuple[str, ...]], ComponentDefinition] = {}
         self._info = RunInfo(
             run_id=request["run_id"],
             workflow=request["component"],
@@ -338,6 +339,9 @@ class Attempt(Context):
         return self._info
 
     def _resolve(self, fn: Any, kinds: tuple[str, ...]) -> ComponentDefinition:
+        cached = self._resolved.get((fn, kinds))
+        if cached is not None:
+            return cached
         definition = definition_of(fn)
         name = fn if isinstance(fn, str) else (definition.name if definition else getattr(fn, "__name__", repr(fn)))
         found = self._app.get(name)
@@ -346,6 +350,7 @@ class Attempt(Context):
                 f"{name!r} is not a registered {' or '.join(kinds)} of app {self._app.name}: "
                 f"decorate it with @app.{kinds[0]}"
             )
+        self._resolved[(fn, kinds)] = found
         return found
 
     def step(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
