@@ -10,18 +10,16 @@ from __future__ import annotations
 import inspect
 import platform
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
 from tether._version import __version__
 from tether.core.manifest import manifest_digest
 
-P = ParamSpec("P")
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFINITION_ATTR = "__tether_definition__"
@@ -277,5 +275,3 @@ class App:
         """Digest of :meth:`manifest`."""
         return manifest_digest(self.manifest())
 
-
-AsyncFn = Callable[P, Awaitable[T]]

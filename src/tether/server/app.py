@@ -108,7 +108,6 @@ def create_app(options: ServerOptions) -> Starlette:
         finally:
             await dispatcher.close()
             await pool.close()
-            await runtime.close()
             await store.close()
 
     routes = [

@@ -10,10 +10,9 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import jsonschema
 
 from tether import _bundle
@@ -100,11 +99,6 @@ class Runtime:
         self.pool = pool
         self.dispatcher = dispatcher
         self.notifier = notifier
-        self._http = httpx.AsyncClient(timeout=30.0)
-
-    async def close(self) -> None:
-        """Release the HTTP client."""
-        await self._http.aclose()
 
     # --- deployments ------------------------------------------------------------------
 
@@ -124,7 +118,7 @@ class Runtime:
         if env is not None:
             check_name("environment", env)
         digest = _bundle.digest(data)
-        existed = (self.pool_folder(digest)).is_dir()
+        existed = self.pool.folder(digest).is_dir()
         folder = self.pool.unpack(data, digest)
         try:
             ref = _bundle.check_ref(app_ref) if app_ref else _bundle.app_ref(folder)
@@ -158,10 +152,6 @@ class Runtime:
             bundle_digest=digest,
             env=env,
         )
-
-    def pool_folder(self, digest: str) -> Any:
-        """The folder a bundle is extracted to."""
-        return self.pool._bundles / digest
 
     async def deployments(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every deployment with its lifecycle status and live workers."""
@@ -309,5 +299,3 @@ class Runtime:
         self.dispatcher.poke()
         return run
 
-
-RunCallback = Callable[[str], None]

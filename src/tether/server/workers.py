@@ -71,6 +71,10 @@ class WorkerPool:
         """Running workers by key."""
         return {k: w for k, w in self._workers.items() if w.alive}
 
+    def folder(self, bundle_digest: str) -> Path:
+        """Where the bundle with this digest is (or would be) extracted."""
+        return self._bundles / bundle_digest
+
     def unpack(self, data: bytes, bundle_digest: str) -> Path:
         """Extract a bundle once into ``bundles/<digest>`` (atomically) and return the folder.
 

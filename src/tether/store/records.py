@@ -189,20 +189,7 @@ class AttemptStart:
     @property
     def journal(self) -> list[JournalEntry]:
         """The journal as entries (without arguments or timestamps)."""
-        return [
-            JournalEntry(
-                r["idx"],
-                r["kind"],
-                r["name"],
-                r["args_digest"],
-                bool(r["completed"]),
-                _loads(r["result"]),
-                _loads(r["error"]),
-                r["manual_digest"],
-                attempt=r["attempt"],
-            )
-            for r in self.rows
-        ]
+        return [entry_from_row(r) for r in self.rows]
 
     def wire_journal(self) -> list[dict[str, Any]]:
         """The journal in its protocol form, stored JSON embedded verbatim (never re-parsed)."""
@@ -218,7 +205,8 @@ class AppendResult:
 
 
 def entry_from_row(row: Row) -> JournalEntry:
-    """Build a :class:`JournalEntry` from a ``journal`` row."""
+    """Build a :class:`JournalEntry` from a ``journal`` row, whole or just its replay columns."""
+    columns = row.keys()
     return JournalEntry(
         index=row["idx"],
         kind=row["kind"],
@@ -228,11 +216,11 @@ def entry_from_row(row: Row) -> JournalEntry:
         result=_loads(row["result"]),
         error=_loads(row["error"]),
         manual_digest=row["manual_digest"],
-        args=_loads(row["args"]),
+        args=_loads(row["args"]) if "args" in columns else None,
         attempt=row["attempt"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-        extra=_loads(row["extra"]) or {},
+        created_at=row["created_at"] if "created_at" in columns else 0.0,
+        completed_at=row["completed_at"] if "completed_at" in columns else None,
+        extra=(_loads(row["extra"]) or {}) if "extra" in columns else {},
     )
 
 
