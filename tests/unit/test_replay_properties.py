@@ -115,3 +115,19 @@ def test_after_a_mismatch_every_decision_repeats_it(program: list[Command]) -> N
     for index, command in enumerate(program[1:], start=1):
         assert replayer.issue(index, command) == first
     assert replayer.finish() == first.mismatch
+
+
+@settings(max_examples=100)
+@given(program=programs, issued=programs, drop_last=st.booleans())
+def test_the_wire_form_of_a_journal_decides_exactly_like_its_entries(
+    program: list[Command], issued: list[Command], drop_last: bool
+) -> None:
+    journal = journal_of(program)
+    from_entries = Replayer(journal)
+    from_wire = Replayer(wire=[e.to_json() for e in journal])
+    commands = issued[:-1] if drop_last else issued
+    for index, command in enumerate(commands):
+        by_entry, by_wire = from_entries.issue(index, command), from_wire.issue(index, command)
+        assert by_wire == by_entry
+        assert (by_wire.result, by_wire.error) == (by_entry.result, by_entry.error)
+    assert from_wire.finish() == from_entries.finish()

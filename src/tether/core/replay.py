@@ -11,9 +11,9 @@ index 3 durable while index 2 never was. A gap is simply executed again on repla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 from tether.core.journal import Command, JournalEntry, Mismatch, compare
 
@@ -31,28 +31,71 @@ class Action(StrEnum):
     """The code disagrees with the journal: stop the attempt."""
 
 
-@dataclass(slots=True)
 class Decision:
-    """The replayer's answer for one issued command (a value; not frozen, built per command)."""
+    """The replayer's answer for one issued command (a value, built per command)."""
 
-    action: Action
-    """What to do."""
-    entry: JournalEntry | None = None
-    """The journaled entry for ``REPLAY`` and ``WAIT``."""
-    mismatch: Mismatch | None = None
-    """The diff for ``MISMATCH``."""
+    __slots__ = ("_entry", "_wire", "action", "mismatch")
+
+    def __init__(
+        self,
+        action: Action,
+        entry: JournalEntry | None = None,
+        mismatch: Mismatch | None = None,
+        *,
+        wire: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Build a decision from an entry, or from the entry's wire form (read lazily)."""
+        self.action = action
+        """What to do."""
+        self.mismatch = mismatch
+        """The diff for ``MISMATCH``."""
+        self._entry = entry
+        self._wire = wire
+
+    @property
+    def entry(self) -> JournalEntry | None:
+        """The journaled entry for ``REPLAY`` and ``WAIT``."""
+        if self._entry is None and self._wire is not None:
+            self._entry = JournalEntry.from_json(dict(self._wire))
+        return self._entry
+
+    @property
+    def result(self) -> Any:
+        """The journaled result (``REPLAY``)."""
+        if self._wire is not None:
+            return self._wire.get("result")
+        return None if self._entry is None else self._entry.result
+
+    @property
+    def error(self) -> Any:
+        """The journaled failure, ``{"type", "message"}`` (``REPLAY``), else None."""
+        if self._wire is not None:
+            return self._wire.get("error")
+        return None if self._entry is None else self._entry.error
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return (self.action, self.entry, self.mismatch) == (other.action, other.entry, other.mismatch)
+
+    def __repr__(self) -> str:
+        return f"Decision({self.action!r}, entry={self.entry!r}, mismatch={self.mismatch!r})"
 
 
 class Replayer:
     """Matches the commands of one attempt against the run's journal so far."""
 
-    def __init__(self, journal: Iterable[JournalEntry]) -> None:
+    def __init__(self, journal: Iterable[JournalEntry] = (), *, wire: Iterable[Mapping[str, Any]] = ()) -> None:
         """Index the journal by position.
 
         Args:
             journal: the run's entries, in any order; indexes must be unique.
+            wire: more entries in their protocol form (:meth:`JournalEntry.to_json`); they are
+                compared as they are and turned into entries only when a mismatch needs one,
+                which keeps replaying a long journal cheap.
         """
         self._entries: dict[int, JournalEntry] = {e.index: e for e in journal}
+        self._wire: dict[int, Mapping[str, Any]] = {w["index"]: w for w in wire}
         self._issued: set[int] = set()
         self.mismatch: Mismatch | None = None
         """The first mismatch found; once set, every later decision repeats it."""
@@ -60,11 +103,17 @@ class Replayer:
     @property
     def journal_length(self) -> int:
         """One past the highest journaled index (0 for an empty journal)."""
-        return max(self._entries, default=-1) + 1
+        return max(max(self._entries, default=-1), max(self._wire, default=-1)) + 1
 
     def is_replaying(self, index: int) -> bool:
         """Whether the journal holds anything at or beyond ``index``."""
         return index < self.journal_length
+
+    def _entry(self, index: int) -> JournalEntry | None:
+        entry = self._entries.get(index)
+        if entry is None and index in self._wire:
+            entry = JournalEntry.from_json(dict(self._wire[index]))
+        return entry
 
     def issue(self, index: int, command: Command) -> Decision:
         """Decide what happens to ``command`` issued at ``index``.
@@ -81,7 +130,17 @@ class Replayer:
         self._issued.add(index)
         entry = self._entries.get(index)
         if entry is None:
-            return Decision(Action.EXECUTE)
+            raw = self._wire.get(index)
+            if raw is None:
+                return Decision(Action.EXECUTE)
+            if (
+                raw["kind"] == command.kind
+                and raw["name"] == command.name
+                and raw["args_digest"] == command.args_digest
+                and raw.get("manual_digest") == command.manual_digest
+            ):
+                return Decision(Action.REPLAY if raw.get("completed", True) else Action.WAIT, wire=raw)
+            entry = JournalEntry.from_json(dict(raw))
         mismatch = compare(entry, command)
         if mismatch is not None:
             self.mismatch = mismatch
@@ -102,9 +161,10 @@ class Replayer:
         """
         if self.mismatch is not None:
             return self.mismatch
-        for index in sorted(self._entries):
+        for index in sorted(self._entries.keys() | self._wire.keys()):
             if index not in self._issued:
-                entry = self._entries[index]
+                entry = self._entry(index)
+                assert entry is not None
                 self.mismatch = Mismatch(index, entry.describe(), None, "missing")
                 return self.mismatch
         return None

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar, cast
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from tether.core.journal import Command, EntryKind, JournalEntry, args_digest
+from tether.core.journal import Command, EntryKind, args_digest
 from tether.core.replay import Action, Decision, Replayer
 from tether.errors import (
     ChildFailedError,
@@ -108,7 +108,7 @@ class Attempt(Context):
         self._request = request
         self._sink = sink
         self._workflow = app.get(request["component"], "workflow")
-        self._replayer = Replayer(JournalEntry.from_json(e) for e in request["journal"])
+        self._replayer = Replayer(wire=request["journal"])
         self._next_index = 0
         self._buffer: list[NewEntry] = []
         self._buffer_appends: set[asyncio.Future[None]] = set()
@@ -296,10 +296,10 @@ class Attempt(Context):
             # that ends early must not log every task it abandoned.
             task.exception()
 
-    def _done(self, revive: Callable[[Any, ErrorInfo | None], T], entry: JournalEntry) -> asyncio.Future[T]:
+    def _done(self, revive: Callable[[Any, ErrorInfo | None], T], decision: Decision) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         try:
-            future.set_result(revive(entry.result, cast(ErrorInfo | None, entry.error)))
+            future.set_result(revive(decision.result, cast(ErrorInfo | None, decision.error)))
         except Exception as exc:
             future.set_exception(exc)
         return future
@@ -317,8 +317,7 @@ class Attempt(Context):
     ) -> Awaitable[T]:
         """The shared path of the waiting kinds: sleep, signal, child."""
         if decision.action is Action.REPLAY:
-            assert decision.entry is not None
-            return self._done(revive, decision.entry)
+            return self._done(revive, decision)
         if decision.action is Action.MISMATCH:
             return self._never()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -363,8 +362,7 @@ class Attempt(Context):
         if revive is None:
             revive = self._revivers[definition.name] = self._step_revive(definition)
         if decision.action is Action.REPLAY:
-            assert decision.entry is not None
-            return self._done(revive, decision.entry)
+            return self._done(revive, decision)
         if decision.action is not Action.EXECUTE:
             return self._never()
         return self._spawn(
@@ -389,8 +387,7 @@ class Attempt(Context):
             return result
 
         if decision.action is Action.REPLAY:
-            assert decision.entry is not None
-            return self._done(revive, decision.entry)
+            return self._done(revive, decision)
         if decision.action is not Action.EXECUTE:
             return self._never()
         return self._spawn(self._execute(index, command, None, fn, RetryPolicy(), revive))
@@ -439,8 +436,7 @@ class Attempt(Context):
     def _value(self, kind: EntryKind, produce: Callable[[], Any]) -> Any:
         index, decision = self._issue(Command(kind, kind.value, NO_ARGS))
         if decision.action is Action.REPLAY:
-            assert decision.entry is not None
-            return decision.entry.result
+            return decision.result
         if decision.action is not Action.EXECUTE:
             raise _Stop
         value = produce()
