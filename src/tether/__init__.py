@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tether._version import __version__
 from tether.errors import (
+    AgentError,
     ChildFailedError,
     JournalMismatchError,
     SignalTimeoutError,
@@ -15,14 +16,17 @@ from tether.errors import (
     TerminalError,
     TetherError,
 )
+from tether.sdk.agents import Model
 from tether.sdk.app import App, RetryPolicy
 from tether.sdk.context import Context, RunInfo
 
 __all__ = [
+    "AgentError",
     "App",
     "ChildFailedError",
     "Context",
     "JournalMismatchError",
+    "Model",
     "RetryPolicy",
     "RunInfo",
     "SignalTimeoutError",

@@ -5,7 +5,8 @@ The tree::
     TetherError                       code                 HTTP
     ├── TerminalError                 terminal             (user code: never retried)
     │   ├── StepFailedError           step_failed          (a step failed for good)
-    │   └── ChildFailedError          child_failed         (a child run failed)
+    │   ├── ChildFailedError          child_failed         (a child run failed)
+    │   └── AgentError                agent_failed         (no valid final answer)
     ├── SignalTimeoutError            signal_timeout       (also a TimeoutError)
     ├── JournalMismatchError          journal_mismatch     409
     ├── BadRequestError               bad_request          400
@@ -78,6 +79,17 @@ class ChildFailedError(TerminalError):
         self.workflow = workflow
         self.error_type = error_type
         self.reason = message
+
+
+class AgentError(TerminalError):
+    """An agent gave no valid final answer: it ran out of turns, or its answer failed validation."""
+
+    code = "agent_failed"
+
+    def __init__(self, agent: str, message: str) -> None:
+        """Name the agent and what went wrong."""
+        super().__init__(f"agent {agent}: {message}")
+        self.agent = agent
 
 
 class SignalTimeoutError(TetherError, TimeoutError):

@@ -27,9 +27,10 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 class ServerProcess:
     """A ``tether server`` started as a subprocess on a data directory."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -54,7 +55,7 @@ class ServerProcess:
             ],
             stdout=log,
             stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
         deadline = time.monotonic() + 30

@@ -28,9 +28,11 @@ from typing import Any, Protocol, TypeVar, cast
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
+from tether import _json
 from tether.core.journal import Command, EntryKind, args_digest
 from tether.core.replay import Action, Decision, Replayer
 from tether.errors import (
+    AgentError,
     ChildFailedError,
     FencedError,
     SchemaError,
@@ -39,6 +41,7 @@ from tether.errors import (
     TerminalError,
 )
 from tether.protocol import Completion, ErrorInfo, InvokeRequest, InvokeResponse, NewEntry
+from tether.sdk.agents import AgentDefinition, complete
 from tether.sdk.app import App, ComponentDefinition, RetryPolicy, definition_of
 from tether.sdk.context import Context, RunInfo
 
@@ -119,6 +122,7 @@ class Attempt(Context):
         self._fenced: str | None = None
         self._revivers: dict[str, Callable[[Any, ErrorInfo | None], Any]] = {}
         self._resolved: dict[tuple[Any, tuple[str, ...]], ComponentDefinition] = {}
+        self._manual_digests: dict[str, str] = {}
         self._info = RunInfo(
             run_id=request["run_id"],
             workflow=request["component"],
@@ -354,6 +358,11 @@ class Attempt(Context):
 
     def step(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
         definition = self._resolve(fn, ("function", "tool"))
+        if definition.takes_context:
+            raise TypeError(
+                f"tool {definition.name} takes the context, so it is not a step: "
+                f"call it directly (await {definition.name}(ctx, ...)) or give it to an agent"
+            )
         bound = definition.bind(args, kwargs)
         payload = to_jsonable_python(bound)
         command = Command(EntryKind.STEP, definition.name, args_digest(payload))
@@ -414,6 +423,8 @@ class Attempt(Context):
         }
         if payload is not None:
             entry["args"] = payload
+        if command.manual_digest is not None:
+            entry["manual_digest"] = command.manual_digest
         await self._append([entry])
         return revive(result, error)
 
@@ -504,6 +515,82 @@ class Attempt(Context):
             return adapter.validate_python(result)
 
         return self._waiting(index, decision, self._pending_entry(index, command, args), revive)
+
+    async def agent(self, agent: AgentDefinition, prompt: str, /) -> Any:
+        found = self._app.agents.get(getattr(agent, "name", str(agent)))
+        if found is None or found is not agent:
+            raise TypeError(f"{agent!r} is not an agent of app {self._app.name}: create it with app.agent(...)")
+        manual_digest = self._manual_digests.get(agent.name)
+        if manual_digest is None:
+            manual_digest = self._manual_digests[agent.name] = agent.manual_digest()
+        tools = {tool.name: tool for tool in agent.tools}
+        specs = agent.tool_specs()
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": agent.instructions},
+            {"role": "user", "content": prompt},
+        ]
+        for _ in range(agent.max_turns):
+            request: dict[str, Any] = {"model": agent.model.name, "messages": messages, **agent.model.params}
+            if specs:
+                request["tools"] = specs
+            response = await self._llm(agent, request, manual_digest)
+            message = response["choices"][0]["message"]
+            messages.append({k: message[k] for k in ("role", "content", "tool_calls") if message.get(k) is not None})
+            calls = message.get("tool_calls") or []
+            if not calls:
+                return self._final_answer(agent, message.get("content"))
+            for call in calls:
+                content = await self._tool_call(tools, call)
+                messages.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": content})
+        raise AgentError(agent.name, f"no final answer within max_turns={agent.max_turns}")
+
+    def _llm(self, agent: AgentDefinition, request: dict[str, Any], manual_digest: str) -> Awaitable[Any]:
+        """One model call, journaled as ``llm``: identity = the conversation's digest + the manual's."""
+        command = Command(EntryKind.LLM, agent.name, args_digest(request["messages"]), manual_digest)
+        index, decision = self._issue(command)
+
+        def revive(result: Any, error: ErrorInfo | None) -> Any:
+            if error is not None:
+                raise StepFailedError(f"model call of agent {agent.name}", error["type"], error["message"])
+            return result
+
+        if decision.action is Action.REPLAY:
+            return self._done(revive, decision)
+        if decision.action is not Action.EXECUTE:
+            return self._never()
+        payload = {"model": agent.model.describe(), "messages": len(request["messages"])}
+        return self._spawn(
+            self._execute(index, command, payload, lambda: complete(agent.model, request), agent.model.retry, revive)
+        )
+
+    async def _tool_call(self, tools: dict[str, ComponentDefinition], call: dict[str, Any]) -> str:
+        """Run one tool call the model asked for; the answer is what the model reads next."""
+        function = call.get("function") or {}
+        tool = tools.get(function.get("name", ""))
+        if tool is None:
+            return _json.dumps({"error": f"there is no tool {function.get('name')!r}"}).decode()
+        try:
+            arguments = _json.loads(function.get("arguments") or "{}")
+            kwargs = validated_input(tool, arguments)
+        except (ValueError, SchemaError) as exc:
+            return _json.dumps({"error": f"invalid arguments for {tool.name}: {exc}"}).decode()
+        if tool.takes_context:
+            result = await tool.fn(self, **kwargs)
+        else:
+            result = await self.step(tool.fn, **kwargs)
+        return _json.dumps(to_jsonable_python(result)).decode()
+
+    @staticmethod
+    def _final_answer(agent: AgentDefinition, content: Any) -> Any:
+        if agent.output_type is str:
+            return "" if content is None else str(content)
+        text = str(content or "").strip()
+        if text.startswith("```"):
+            text = text.strip("`").removeprefix("json").strip()
+        try:
+            return agent.output.validate_json(text)
+        except ValidationError as exc:
+            raise AgentError(agent.name, f"its final answer is not a valid {agent.output_type!r}: {exc}") from None
 
     def child(
         self, workflow: Callable[..., Awaitable[T]] | str, input: dict[str, Any] | None = None, /

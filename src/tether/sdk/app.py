@@ -10,15 +10,18 @@ from __future__ import annotations
 import inspect
 import platform
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
 from tether._version import __version__
 from tether.core.manifest import manifest_digest
+
+if TYPE_CHECKING:
+    from tether.sdk.agents import AgentDefinition, Model
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,11 +73,18 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _signature_model(name: str, fn: Callable[..., Any], skip_first: bool) -> tuple[type[BaseModel], list[str], Any]:
-    """Build a pydantic model of ``fn``'s parameters and return it with names and return type."""
+def _signature_model(
+    name: str, fn: Callable[..., Any], skip_first: bool
+) -> tuple[type[BaseModel], list[str], Any, bool]:
+    """A pydantic model of ``fn``'s parameters, their names, the return type, and whether the
+    first parameter is the context (always skipped for workflows; for a tool, when annotated
+    ``tether.Context``)."""
+    from tether.sdk.context import Context
+
     hints = typing.get_type_hints(fn)
     params = list(inspect.signature(fn).parameters.values())
-    if skip_first:
+    takes_context = skip_first or bool(params and hints.get(params[0].name) is Context)
+    if takes_context:
         if not params:
             raise TypeError(f"workflow {name} must take the context as its first parameter")
         params = params[1:]
@@ -88,7 +98,7 @@ def _signature_model(name: str, fn: Callable[..., Any], skip_first: bool) -> tup
         fields[param.name] = (annotation, default)
         names.append(param.name)
     model = create_model(f"{name}_input", __base__=_Input, **fields)
-    return model, names, hints.get("return", Any)
+    return model, names, hints.get("return", Any), takes_context
 
 
 @dataclass(eq=False)
@@ -113,6 +123,9 @@ class ComponentDefinition:
     """Retry policy (functions and tools)."""
     signals: dict[str, TypeAdapter[Any]] = field(default_factory=dict)
     """Declared signals and their payload adapters (workflows)."""
+    takes_context: bool = False
+    """A tool whose first parameter is the context: agents call it inline, in the workflow,
+    so it may use ``ctx.step``, ``ctx.signal`` (e.g. a human's review) and the rest."""
 
     def describe(self) -> dict[str, Any]:
         """This component's manifest entry."""
@@ -169,9 +182,10 @@ class App:
             raise ValueError(f"app name {name!r} must be a non-empty identifier")
         self.name = name
         self.components: dict[str, ComponentDefinition] = {}
+        self.agents: dict[str, AgentDefinition] = {}
 
     def _register(self, definition: ComponentDefinition) -> None:
-        if definition.name in self.components:
+        if definition.name in self.components or definition.name in self.agents:
             raise ValueError(f"app {self.name} already registers a component named {definition.name!r}")
         self.components[definition.name] = definition
         setattr(definition.fn, DEFINITION_ATTR, definition)
@@ -189,7 +203,9 @@ class App:
         component = name or fn.__name__
         if kind == "workflow" and not inspect.iscoroutinefunction(fn):
             raise TypeError(f"workflow {component} must be defined with 'async def'")
-        model, names, ret = _signature_model(component, fn, skip_first=kind == "workflow")
+        model, names, ret, takes_context = _signature_model(component, fn, skip_first=kind == "workflow")
+        if takes_context and kind == "function":
+            raise TypeError(f"function {component} takes the context: register it as a @app.tool or a workflow")
         definition = ComponentDefinition(
             kind=kind,
             name=component,
@@ -200,6 +216,7 @@ class App:
             output=TypeAdapter(ret),
             retry=retry or DEFAULT_RETRY,
             signals={key: TypeAdapter(value) for key, value in (signals or {}).items()},
+            takes_context=takes_context and kind == "tool",
         )
         self._register(definition)
         return definition
@@ -255,6 +272,58 @@ class App:
 
         return wrap(fn) if fn is not None else wrap
 
+    def agent(
+        self,
+        name: str,
+        /,
+        *,
+        model: Model,
+        instructions: str,
+        tools: Sequence[Callable[..., Any]] = (),
+        output_type: Any = str,
+        max_turns: int = 10,
+        description: str = "",
+    ) -> AgentDefinition:
+        """Register an agent: call it from a workflow with ``await ctx.agent(agent, prompt)``.
+
+        Args:
+            name: the registered name.
+            model: the model it calls (``tether.Model("openai:gpt-4o-mini")``).
+            instructions: the system prompt.
+            tools: functions registered with ``@app.tool`` it may call.
+            output_type: the final answer's type; anything but ``str`` is read as JSON and
+                validated.
+            max_turns: model calls allowed before it fails with ``AgentError``.
+            description: what it is for (shown to people, not sent to the model).
+        """
+        from tether.sdk.agents import AgentDefinition
+
+        if name in self.components or name in self.agents:
+            raise ValueError(f"app {self.name} already registers a component named {name!r}")
+        if max_turns < 1:
+            raise ValueError("max_turns must be at least 1")
+        resolved = []
+        for tool in tools:
+            definition = definition_of(tool)
+            if (
+                definition is None
+                or definition.kind != "tool"
+                or self.components.get(definition.name) is not definition
+            ):
+                raise TypeError(f"agent {name}: {tool!r} is not a tool of app {self.name}: decorate it with @app.tool")
+            resolved.append(definition)
+        agent = AgentDefinition(
+            name=name,
+            model=model,
+            instructions=inspect.cleandoc(instructions),
+            tools=resolved,
+            output_type=output_type,
+            max_turns=max_turns,
+            description=description,
+        )
+        self.agents[name] = agent
+        return agent
+
     def get(self, name: str, kind: str | None = None) -> ComponentDefinition | None:
         """The registered component ``name`` (of ``kind`` when given)."""
         found = self.components.get(name)
@@ -268,10 +337,12 @@ class App:
             "app": self.name,
             "python": ".".join(platform.python_version_tuple()[:2]),
             "tether": __version__,
-            "components": {name: c.describe() for name, c in sorted(self.components.items())},
+            "components": {
+                **{name: c.describe() for name, c in self.components.items()},
+                **{name: a.describe() for name, a in self.agents.items()},
+            },
         }
 
     def manifest_digest(self) -> str:
         """Digest of :meth:`manifest`."""
         return manifest_digest(self.manifest())
-

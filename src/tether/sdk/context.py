@@ -7,7 +7,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from tether.sdk.agents import AgentDefinition
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -85,6 +88,18 @@ class Context(ABC):
     @abstractmethod
     def set(self, key: str, value: Any, /) -> None:
         """Durable run state, readable by clients (``GET /v1/runs/{id}/state``)."""
+
+    @abstractmethod
+    async def agent(self, agent: AgentDefinition, prompt: str, /) -> Any:
+        """Run ``agent`` on ``prompt`` durably and return its final answer.
+
+        Every model call is an ``llm`` journal entry recording the digest of the manual the
+        model was given; every tool call is a ``step`` entry (a tool that takes the context
+        runs inline, and may wait for a signal). On replay, nothing is called again.
+
+        Raises:
+            AgentError: no valid final answer within the agent's ``max_turns``.
+        """
 
     @abstractmethod
     def child(

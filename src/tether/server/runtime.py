@@ -298,4 +298,3 @@ class Runtime:
         self.notifier.notify(run_id, run)
         self.dispatcher.poke()
         return run
-

@@ -1,0 +1,162 @@
+"""Agents: a model, its instructions and tools, and the manual the model reads.
+
+The *manual* is exactly what a model call is given besides the conversation: the
+instructions, every tool's name, description and parameter schema, the model's name and
+parameters, and the schema of the expected answer. Its digest is recorded on every ``llm``
+journal entry, so a run can never read its history through a different manual unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import TypeAdapter
+
+from tether.core.manifest import manifest_digest
+from tether.errors import TerminalError
+from tether.sdk.app import ComponentDefinition, RetryPolicy
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BASE_URL_ENV = ("TETHER_MODEL_BASE_URL", "OPENAI_BASE_URL")
+MODEL_RETRY = RetryPolicy(max_attempts=5, initial_interval=0.5, backoff=2.0, max_interval=20.0)
+
+
+class Model:
+    """A chat model behind an OpenAI-compatible API.
+
+    Example: ``tether.Model("openai:gpt-4o-mini", temperature=0)``. The base URL comes from
+    ``base_url``, else ``TETHER_MODEL_BASE_URL``, else ``OPENAI_BASE_URL``, else OpenAI's; the
+    key from the environment variable named by ``api_key_env``. Neither is part of the
+    manual: they say where the model is, not what it is told.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        /,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 120.0,
+        retry: RetryPolicy = MODEL_RETRY,
+        **params: Any,
+    ) -> None:
+        """Describe the model ``provider:name`` and the parameters of every call."""
+        provider, _, name = spec.partition(":")
+        if not name:
+            provider, name = "openai", spec
+        if provider != "openai":
+            raise ValueError(f"model provider {provider!r} is not supported: use an OpenAI-compatible 'openai:NAME'")
+        self.provider = provider
+        self.name = name
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.retry = retry
+        self.params = dict(sorted(params.items()))
+
+    def describe(self) -> dict[str, Any]:
+        """The model as the manual records it."""
+        return {"provider": self.provider, "name": self.name, "params": self.params}
+
+    def url(self) -> str:
+        """The chat-completions endpoint to call."""
+        base = self.base_url or next((os.environ[v] for v in BASE_URL_ENV if os.environ.get(v)), DEFAULT_BASE_URL)
+        return base.rstrip("/") + "/chat/completions"
+
+
+class ModelUnavailableError(Exception):
+    """The model's API answered 429 or 5xx, or could not be reached: the call is retried."""
+
+
+async def complete(model: Model, request: dict[str, Any]) -> dict[str, Any]:
+    """One chat-completions call.
+
+    Raises:
+        ModelUnavailableError: retryable failure (rate limited, server error, network).
+        TerminalError: the API refused the request (another 4xx).
+    """
+    headers = {"content-type": "application/json"}
+    key = os.environ.get(model.api_key_env)
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    try:
+        async with httpx.AsyncClient(timeout=model.timeout) as client:
+            response = await client.post(model.url(), json=request, headers=headers)
+    except httpx.TransportError as exc:
+        raise ModelUnavailableError(f"cannot reach the model at {model.url()}: {exc}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise ModelUnavailableError(f"the model answered {response.status_code}: {response.text[:300]}")
+    if response.status_code >= 400:
+        raise TerminalError(f"the model refused the request ({response.status_code}): {response.text[:500]}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@dataclass(eq=False)
+class AgentDefinition:
+    """What ``app.agent(...)`` registers."""
+
+    name: str
+    """The registered name."""
+    model: Model
+    """The model it calls."""
+    instructions: str
+    """The system prompt."""
+    tools: list[ComponentDefinition]
+    """The tools it may call (registered with ``@app.tool``)."""
+    output_type: Any
+    """The type of the final answer (``str``, or anything pydantic validates from JSON)."""
+    max_turns: int
+    """Model calls allowed before the agent gives up."""
+    description: str = ""
+    """What the agent is for (for people; not sent to the model)."""
+    kind: str = field(default="agent", init=False)
+
+    def __post_init__(self) -> None:
+        self.output = TypeAdapter(self.output_type)
+
+    def tool_specs(self) -> list[dict[str, Any]]:
+        """The tools as the model is shown them (OpenAI function specs)."""
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.input_model.model_json_schema(),
+                },
+            }
+            for tool in self.tools
+        ]
+
+    def manual(self) -> dict[str, Any]:
+        """Everything the model is given besides the conversation."""
+        return {
+            "instructions": self.instructions,
+            "model": self.model.describe(),
+            "tools": self.tool_specs(),
+            "output_schema": None if self.output_type is str else self.output.json_schema(),
+        }
+
+    def manual_digest(self) -> str:
+        """Digest of :meth:`manual`."""
+        return manifest_digest(self.manual())
+
+    def describe(self) -> dict[str, Any]:
+        """This agent's manifest entry."""
+        manual = self.manual()
+        return {
+            "kind": "agent",
+            "name": self.name,
+            "description": self.description,
+            "instructions": self.instructions,
+            "model": manual["model"],
+            "tools": [tool.name for tool in self.tools],
+            "output_schema": manual["output_schema"],
+            "max_turns": self.max_turns,
+            "manual_digest": manifest_digest(manual),
+        }

@@ -1,0 +1,140 @@
+"""A small OpenAI-compatible chat-completions server that answers from a script.
+
+Examples and tests use it so that agents run offline, through tether's real HTTP model
+client. Run it with ``python -m tether.testing.model_server [--port P] [--log FILE]``; it
+prints ``model server listening on http://127.0.0.1:P/v1`` and serves
+``POST /v1/chat/completions``. Every request it receives is appended to ``--log`` as one JSON
+line, so a test can check exactly what a model was shown.
+
+The script ``fraud-judge`` plays a careful reviewer: given a transaction it calls the first
+tool it is offered with the transaction's matching fields; given the tool's result it reads
+the scale from that tool's *description* ("... from 0 to N ...") and blocks when the score is
+above the scale's midpoint. So what it decides depends on the manual it is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+Script = Callable[[dict[str, Any]], dict[str, Any]]
+"""A script maps a chat-completions request to the assistant message to answer, or to
+``{"status": 429}`` (any status) to answer an HTTP failure instead."""
+
+_SCALE = re.compile(r"from 0 to (\d+)")
+_OBJECT = re.compile(r"\{.*\}", re.S)
+
+
+def fraud_judge(request: dict[str, Any]) -> dict[str, Any]:
+    """Call the offered tool on the transaction, then judge its score on the described scale."""
+    messages: list[dict[str, Any]] = request["messages"]
+    tools: list[dict[str, Any]] = request.get("tools") or []
+    last = messages[-1]
+    if last["role"] == "user" and tools:
+        tool = tools[0]["function"]
+        found = _OBJECT.search(str(last.get("content") or ""))
+        facts = json.loads(found.group(0)) if found else {}
+        wanted = tool.get("parameters", {}).get("properties", {})
+        arguments = {key: value for key, value in facts.items() if key in wanted}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{len(messages)}",
+                    "type": "function",
+                    "function": {"name": tool["name"], "arguments": json.dumps(arguments)},
+                }
+            ],
+        }
+    if last["role"] == "tool":
+        called = next(
+            (
+                call["function"]["name"]
+                for message in reversed(messages)
+                for call in message.get("tool_calls") or []
+                if call.get("id") == last.get("tool_call_id")
+            ),
+            None,
+        )
+        description = next((t["function"]["description"] for t in tools if t["function"]["name"] == called), "")
+        match = _SCALE.search(description)
+        scale = int(match.group(1)) if match else 10
+        score = float(json.loads(last["content"]))
+        decision = "block" if score > scale / 2 else "allow"
+        reason = f"risk score {score:g} on a 0 to {scale} scale"
+        return {"role": "assistant", "content": json.dumps({"decision": decision, "reason": reason})}
+    return {"role": "assistant", "content": json.dumps({"decision": "allow", "reason": "nothing to review"})}
+
+
+SCRIPTS: dict[str, Script] = {"fraud-judge": fraud_judge}
+
+
+def create_model_app(script: Script, *, log: Path | None = None) -> Starlette:
+    """The ASGI app answering chat completions with ``script``."""
+    ids = itertools.count(1)
+
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        if log is not None:
+            with log.open("a") as out:
+                out.write(json.dumps(body, sort_keys=True) + "\n")
+        message = script(body)
+        if "status" in message:
+            # A script may answer an HTTP failure instead (e.g. 429, to exercise retries).
+            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=int(message["status"]))
+        words = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+        answer = len(str(message.get("content") or message.get("tool_calls")).split())
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{next(ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "scripted"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": words, "completion_tokens": answer, "total_tokens": words + answer},
+            }
+        )
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a script on loopback until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m tether.testing.model_server")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--script", default="fraud-judge", choices=sorted(SCRIPTS))
+    parser.add_argument("--log", type=Path, default=None, help="append every request to this JSONL file")
+    args = parser.parse_args(argv)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    print(f"model server listening on http://127.0.0.1:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
+    app = create_model_app(SCRIPTS[args.script], log=args.log)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
