@@ -132,6 +132,7 @@ def test_the_agent_loop_journals_each_model_call_and_tool_call_once(model: Scrip
         "parameters": app.components["add"].input_model.model_json_schema(),
     }
     assert second["messages"][-1] == {"role": "tool", "tool_call_id": "c1", "content": "5"}
+    assert first["response_format"]["json_schema"]["schema"] == agent.manual()["output_schema"]
 
 
 def test_the_manual_is_what_the_model_is_shown_and_a_description_changes_it(model: ScriptedModel) -> None:

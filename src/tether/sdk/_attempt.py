@@ -525,6 +525,7 @@ class Attempt(Context):
             manual_digest = self._manual_digests[agent.name] = agent.manual_digest()
         tools = {tool.name: tool for tool in agent.tools}
         specs = agent.tool_specs()
+        output_format = agent.response_format()
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": agent.instructions},
             {"role": "user", "content": prompt},
@@ -533,6 +534,8 @@ class Attempt(Context):
             request: dict[str, Any] = {"model": agent.model.name, "messages": messages, **agent.model.params}
             if specs:
                 request["tools"] = specs
+            if output_format is not None:
+                request["response_format"] = output_format
             response = await self._llm(agent, request, manual_digest)
             message = response["choices"][0]["message"]
             messages.append({k: message[k] for k in ("role", "content", "tool_calls") if message.get(k) is not None})

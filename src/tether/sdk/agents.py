@@ -133,6 +133,12 @@ class AgentDefinition:
             for tool in self.tools
         ]
 
+    def response_format(self) -> dict[str, Any] | None:
+        """The ``response_format`` asking for the answer's JSON schema (None for plain text)."""
+        if self.output_type is str:
+            return None
+        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": self.output.json_schema()}}
+
     def manual(self) -> dict[str, Any]:
         """Everything the model is given besides the conversation."""
         return {
