@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerProcess
+from click.testing import CliRunner
 
+from tests.e2e.conftest import ServerProcess
+from tether.cli.main import cli
 from tether.sdk.app import App
 from tether.testing import replay
 
@@ -86,6 +88,16 @@ def test_a_pinned_run_reads_its_history_through_its_own_manual(
     diff = server.call(lambda c: c.diff("v1", "v2"))
     described = [c for c in diff["changes"] if c["component"] == "compute_risk_score"]
     assert described and "0 to 10 " in described[0]["detail"] and "0 to 100 " in described[0]["detail"]
+    assert {
+        "component": "reviewer",
+        "change": "manual changed",
+        "detail": "the model is shown changed tools: compute_risk_score",
+    } in diff["changes"]
+    affected = {a["run_id"]: a["changed"] for a in diff["runs_affected_if_unpinned"]}
+    assert "reviewer" in affected[run_a["id"]]
+    shown = CliRunner().invoke(cli, ["--url", server.url, "deployments", "diff", "v1", "v2"])
+    assert shown.exit_code == 0, shown.output
+    assert "reviewer: manual changed" in shown.stdout and run_a["id"] in shown.stdout
     run_b = server.call(lambda c: c.start_run("review", TX, env="prod"))
     assert run_b["deployment_id"] == v2["id"]
     server.wait_for(run_b["id"], {"suspended"})

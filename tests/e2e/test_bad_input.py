@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess
+
+from tests.e2e.conftest import ServerProcess
 
 APP = '''
 from pydantic import BaseModel

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from conftest import ServerProcess
 
+from tests.e2e.conftest import ServerProcess
 from tether.cli.main import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"

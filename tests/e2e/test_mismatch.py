@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess
 
 APP = '''
 from pydantic import BaseModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess
 
 REVIEW = '''
 from pydantic import BaseModel

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess
 
 EFFECTS_APP = '''
 import asyncio

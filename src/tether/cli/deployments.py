@@ -97,10 +97,10 @@ def diff(settings: Settings, a: str, b: str) -> None:
         console.print(f"  {change['component']}: {change['change']}: {change['detail']}")
     affected = result["runs_affected_if_unpinned"]
     if affected:
-        console.print(
-            f"{len(affected)} in-flight runs on {result['from']['label']} call changed components "
-            f"(pinning keeps them on {result['from']['label']}): {', '.join(affected[:10])}"
-        )
+        label = result["from"]["label"]
+        console.print(f"{len(affected)} in-flight runs on {label} use what changed (pinning keeps them on {label}):")
+        for item in affected[:20]:
+            console.print(f"  {item['run_id']} ({item['workflow']}): {', '.join(item['changed'])}")
 
 
 @deployments.command()

@@ -152,4 +152,8 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         for field_name, label in _FIELDS:
             if before.get(field_name) != after.get(field_name):
                 changes.append(Change(name, label, _detail(field_name, before.get(field_name), after.get(field_name))))
+        if after.get("kind") == "agent" and before.get("manual_digest") != after.get("manual_digest"):
+            shown = [tool for tool in after.get("tools", []) if old_components.get(tool) != new_components.get(tool)]
+            if shown:
+                changes.append(Change(name, "manual changed", "the model is shown changed tools: " + ", ".join(shown)))
     return changes

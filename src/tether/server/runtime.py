@@ -182,7 +182,7 @@ class Runtime:
         for run in await self.store.list_runs(tenant_id, deployment_id=old.id, limit=10_000):
             if run.status in TERMINAL:
                 continue
-            called = {e.name for e in await self.store.journal(tenant_id, run.id) if e.kind in ("step", "child")}
+            called = {e.name for e in await self.store.journal(tenant_id, run.id) if e.kind in ("step", "child", "llm")}
             reasons = sorted(({run.workflow} | called) & changed)
             if reasons or code_changed:
                 affected.append({"run_id": run.id, "workflow": run.workflow, "changed": reasons or ["code"]})
