@@ -1,0 +1,316 @@
+"""Attempts: claims, fenced appends, waits, timers, and how attempts end."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tether.core.journal import EntryKind
+from tether.core.status import RunStatus
+from tether.errors import FencedError
+from tether.protocol import Completion, ErrorInfo, NewEntry
+from tether.store._ops import MAX_INDEX, REPLAY_COLUMNS_SQL, Ops, _now
+from tether.store.backend import Tx
+from tether.store.records import (
+    AppendResult,
+    AttemptStart,
+    Deployment,
+    Row,
+    Run,
+    _dumps,
+    _loads,
+)
+
+
+class AttemptOps(Ops):
+    """Attempts: claims, fenced appends, waits, timers, and how attempts end."""
+
+    async def claim_ready(self, now: float, limit: int) -> list[AttemptStart]:
+        """Start an attempt for up to ``limit`` runs whose ``ready_at`` has come.
+
+        Each claimed run becomes ``running`` with its attempt number incremented; the returned
+        journal is the one that attempt replays. The journals are read after the claim, on a
+        snapshot, so that a long journal never holds up the writer: an entry completed in
+        between is seen by the attempt as still waiting, and the attempt's suspension then
+        finds it completed and starts the next attempt at once.
+        """
+
+        def claim(tx: Tx) -> list[tuple[Run, Deployment]]:
+            ready = tx.all(
+                "SELECT id FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?",
+                (now, limit),
+            )
+            claimed = []
+            deployments: dict[tuple[str, str], Deployment] = {}
+            for row in ready:
+                tx.execute(
+                    "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ? "
+                    "WHERE id = ?",
+                    (_now(), row["id"]),
+                )
+                run = Run.from_row(self._run_row(tx, None, row["id"]))
+                key = (run.tenant_id, run.deployment_id)
+                if key not in deployments:
+                    deployments[key] = self._find_deployment(tx, *key)
+                claimed.append((run, deployments[key]))
+            return claimed
+
+        claimed = await self.backend.write(claim)
+        if not claimed:
+            return []
+
+        def journals(tx: Tx) -> list[AttemptStart]:
+            return [AttemptStart(run, dep, tx.all(REPLAY_COLUMNS_SQL, (run.id,))) for run, dep in claimed]
+
+        return await self.backend.read(journals)
+
+    async def next_due(self) -> tuple[float | None, float | None]:
+        """The earliest ``ready_at`` of a run and the earliest timer, if any (one read)."""
+
+        def op(tx: Tx) -> tuple[float | None, float | None]:
+            row = tx.one(
+                "SELECT (SELECT MIN(ready_at) FROM runs WHERE ready_at IS NOT NULL) AS ready, "
+                "(SELECT MIN(fire_at) FROM timers) AS timer"
+            )
+            assert row is not None
+            return row["ready"], row["timer"]
+
+        return await self.backend.read(op)
+
+    def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
+        row = tx.one(
+            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at FROM runs WHERE id = ?", (run_id,)
+        )
+        if row is None:
+            raise FencedError(f"no run {run_id}")
+        # ready_at is set once an attempt has ended (retry, woken, recovered): it is stale then.
+        if row["attempt"] != attempt or row["status"] != RunStatus.RUNNING or row["ready_at"] is not None:
+            raise FencedError(
+                f"run {run_id} is {row['status']} at attempt {row['attempt']}; attempt {attempt} may not append"
+            )
+        return row
+
+    async def append(self, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
+        """Append entries from ``attempt`` atomically (fenced); complete what can be completed.
+
+        An entry at an index that already holds the same command is acknowledged; a different
+        one is refused. Waiting entries are completed at once when possible (a buffered
+        signal, a zero sleep); otherwise a timer is set or a child run created.
+
+        Raises:
+            FencedError: the attempt is not the run's current one, or an entry contradicts
+                the journal. Nothing of the batch is stored then.
+        """
+
+        return await self.backend.write(lambda tx: self._append_tx(tx, run_id, attempt, entries))
+
+    async def append_many(self, items: list[tuple[str, int, list[NewEntry]]]) -> list[AppendResult | FencedError]:
+        """Several attempts' appends in one transaction; each is all-or-nothing on its own.
+
+        Returns:
+            Per item, its :class:`AppendResult`, or the :class:`FencedError` that refused it
+            (nothing of a refused item is stored; the others are).
+        """
+
+        def op(tx: Tx) -> list[AppendResult | FencedError]:
+            results: list[AppendResult | FencedError] = []
+            for run_id, attempt, entries in items:
+                tx.execute("SAVEPOINT item")
+                try:
+                    results.append(self._append_tx(tx, run_id, attempt, entries))
+                except FencedError as exc:
+                    tx.execute("ROLLBACK TO item")
+                    results.append(exc)
+                tx.execute("RELEASE item")
+            return results
+
+        return await self.backend.write(op)
+
+    def _append_tx(self, tx: Tx, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
+        run = self._check_attempt(tx, run_id, attempt)
+        now = _now()
+        result = AppendResult()
+        for entry in entries:
+            index = entry["index"]
+            if not 0 <= index < MAX_INDEX:
+                raise FencedError(f"entry index {index} is out of range")
+            completed = bool(entry["completed"])
+            error = entry.get("error")
+            extra: dict[str, Any] = {}
+            kind = entry["kind"]
+            if kind == EntryKind.CHILD and not completed:
+                extra["child_run_id"] = f"{run_id}.{index}"
+            inserted = tx.execute(
+                "INSERT INTO journal (run_id, idx, kind, name, args_digest, args, completed, result, error, "
+                "manual_digest, extra, attempt, created_at, completed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO NOTHING",
+                (
+                    run_id,
+                    index,
+                    kind,
+                    entry["name"],
+                    entry["args_digest"],
+                    None if entry.get("args") is None else _dumps(entry.get("args")),
+                    1 if completed else 0,
+                    _dumps(entry.get("result")) if completed and error is None else None,
+                    None if error is None else _dumps(error),
+                    entry.get("manual_digest"),
+                    _dumps(extra) if extra else None,
+                    attempt,
+                    now,
+                    now if completed else None,
+                ),
+            )
+            if not inserted:
+                # The index is taken: an identical duplicate is acknowledged, anything else refused.
+                existing = tx.one(
+                    "SELECT kind, name, args_digest FROM journal WHERE run_id = ? AND idx = ?", (run_id, index)
+                )
+                assert existing is not None
+                if (existing["kind"], existing["name"], existing["args_digest"]) != (
+                    kind,
+                    entry["name"],
+                    entry["args_digest"],
+                ):
+                    raise FencedError(
+                        f"entry {index} already holds {existing['kind']} {existing['name']}; "
+                        f"refusing {kind} {entry['name']}"
+                    )
+                continue
+            if kind == EntryKind.STATE:
+                tx.execute(
+                    "INSERT INTO run_state (run_id, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                    (run_id, entry["name"], _dumps(entry.get("result"))),
+                )
+            if not completed:
+                completion = self._start_waiting(tx, run, index, kind, entry["name"], entry.get("args"), now)
+                if completion is not None:
+                    result.completions.append(completion)
+                if kind == EntryKind.CHILD:
+                    result.runs_made_ready += 1
+        return result
+
+    def _start_waiting(
+        self, tx: Tx, run: Row, index: int, kind: str, name: str, args: Any, now: float
+    ) -> Completion | None:
+        args = args or {}
+        if kind == EntryKind.SLEEP:
+            seconds = float(args.get("seconds", 0))
+            if seconds <= 0:
+                self._complete_entry(tx, run["id"], index, None, None, now)
+                return {"index": index, "result": None, "error": None}
+            tx.execute("INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)", (run["id"], index, now + seconds))
+            return None
+        if kind == EntryKind.SIGNAL:
+            buffered = tx.one(
+                "SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND consumed_index IS NULL "
+                "ORDER BY id LIMIT 1",
+                (run["id"], name),
+            )
+            if buffered is not None:
+                tx.execute("UPDATE signals SET consumed_index = ? WHERE id = ?", (index, buffered["id"]))
+                payload = _loads(buffered["payload"])
+                self._complete_entry(tx, run["id"], index, payload, None, now)
+                return {"index": index, "result": payload, "error": None}
+            if args.get("timeout") is not None:
+                tx.execute(
+                    "INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)",
+                    (run["id"], index, now + float(args["timeout"])),
+                )
+            return None
+        if kind == EntryKind.CHILD:
+            self._insert_run(
+                tx,
+                f"{run['id']}.{index}",
+                run["tenant_id"],
+                run["deployment_id"],
+                str(args.get("workflow", name)),
+                args.get("input") or {},
+                run["env"],
+                None,
+                run["id"],
+                index,
+            )
+            return None
+        raise FencedError(f"entry {index}: {kind} entries cannot wait")
+
+    async def finish_attempt(self, run_id: str, attempt: int, outcome: Mapping[str, Any]) -> Run | None:
+        """Record how an attempt ended (an outcome of the protocol, or ``retry``).
+
+        A stale attempt (the run moved on, was cancelled or killed) is ignored.
+
+        Returns:
+            The run after the change, or None when the outcome was ignored.
+        """
+
+        def op(tx: Tx) -> Run | None:
+            try:
+                self._check_attempt(tx, run_id, attempt)
+            except FencedError:
+                return None
+            now = _now()
+            kind = outcome["outcome"]
+            if kind == "completed":
+                self._terminate(tx, run_id, RunStatus.COMPLETED, now, output=outcome.get("output"))
+            elif kind == "failed":
+                self._terminate(tx, run_id, RunStatus.FAILED, now, error=outcome.get("error"))
+            elif kind == "mismatch":
+                tx.execute(
+                    "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
+                    (_dumps(outcome.get("mismatch")), now, run_id),
+                )
+            elif kind == "suspended":
+                waiting = [int(i) for i in outcome.get("waiting_on", [])]
+                marks = ", ".join("?" for _ in waiting) or "NULL"
+                woken = tx.one(
+                    f"SELECT 1 AS x FROM journal WHERE run_id = ? AND idx IN ({marks}) AND completed = 1 LIMIT 1",
+                    (run_id, *waiting),
+                )
+                if woken is not None or not waiting:
+                    tx.execute("UPDATE runs SET ready_at = ?, updated_at = ? WHERE id = ?", (now, now, run_id))
+                else:
+                    tx.execute(
+                        "UPDATE runs SET status = 'suspended', ready_at = NULL, last_error = NULL, updated_at = ? "
+                        "WHERE id = ?",
+                        (now, run_id),
+                    )
+            elif kind == "retry":
+                tx.execute(
+                    "UPDATE runs SET ready_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                    (now + float(outcome.get("delay", 1.0)), _dumps(outcome.get("error")), now, run_id),
+                )
+            elif kind == "stuck":
+                tx.execute(
+                    "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
+                    (_dumps(outcome.get("error")), now, run_id),
+                )
+            else:
+                raise ValueError(f"unknown attempt outcome {kind!r}")
+            return Run.from_row(self._run_row(tx, None, run_id))
+
+        return await self.backend.write(op)
+
+    async def fire_timers(self, now: float, limit: int = 1000) -> int:
+        """Complete the waiting entries whose timers are due; wake their runs.
+
+        A due sleep completes with no result; a due signal timeout completes with a
+        ``SignalTimeout`` error. Returns the number of timers fired.
+        """
+
+        def op(tx: Tx) -> int:
+            due = tx.all(
+                "SELECT t.run_id, t.idx, j.kind, j.name FROM timers t JOIN journal j "
+                "ON j.run_id = t.run_id AND j.idx = t.idx WHERE t.fire_at <= ? ORDER BY t.fire_at LIMIT ?",
+                (now, limit),
+            )
+            for row in due:
+                if row["kind"] == EntryKind.SIGNAL:
+                    error: ErrorInfo = {"type": "SignalTimeout", "message": f"no signal {row['name']!r} in time"}
+                    self._complete_entry(tx, row["run_id"], row["idx"], None, error, now)
+                else:
+                    self._complete_entry(tx, row["run_id"], row["idx"], None, None, now)
+                self._wake(tx, row["run_id"], now)
+            return len(due)
+
+        return await self.backend.write(op)
