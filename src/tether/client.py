@@ -228,6 +228,55 @@ class Client:
         result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
         return result
 
-    async def audit(self) -> list[dict[str, Any]]:
+    async def audit(self, *, limit: int = 200) -> list[dict[str, Any]]:
         """The audit log, newest first."""
-        return list((await self.request("GET", "/v1/audit"))["audit"])
+        return list((await self.request("GET", "/v1/audit", params={"limit": limit}))["audit"])
+
+    # --- escape hatches -----------------------------------------------------------------
+
+    async def pause(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Stop giving a run attempts until it is resumed (audited)."""
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/pause", json={"reason": reason})
+        return result
+
+    async def resume(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Resume a paused run (audited)."""
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/resume", json={"reason": reason})
+        return result
+
+    async def kill(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+        """End a run and its children at once (audited)."""
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/kill", json={"reason": reason})
+        return result
+
+    async def restart(
+        self, run_id: str, *, env: str | None = None, deployment: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """A new run with the same input, linked to the old one (audited)."""
+        body = {"env": env, "deployment": deployment, "reason": reason}
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/restart", json=body)
+        return result
+
+    async def fork(
+        self, run_id: str, *, from_entry: int, deployment: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """A new run whose journal is the old one's first ``from_entry`` entries (audited)."""
+        body = {"from_entry": from_entry, "deployment": deployment, "reason": reason}
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/fork", json=body)
+        return result
+
+    async def move(self, run_id: str, to: str, *, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+        """Re-pin a run to deployment ``to`` after a dry run proves it replays there (audited)."""
+        body = {"to": to, "force": force, "reason": reason}
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/move", json=body, timeout=300.0)
+        return result
+
+    async def check(
+        self, deployment: str, *, workflow: str | None = None, runs: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Dry-run in-flight runs' journals on ``deployment``: compatible, or the first mismatch."""
+        body = {"workflow": workflow, "runs": runs}
+        result: dict[str, Any] = await self.request(
+            "POST", f"/v1/deployments/{deployment}/check", json=body, timeout=600.0
+        )
+        return result

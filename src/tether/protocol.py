@@ -47,6 +47,8 @@ class InvokeRequest(TypedDict):
     input: dict[str, Any]
     journal: list[dict[str, Any]]
     runtime_url: str
+    dry_run: NotRequired[bool]
+    """Replay only: execute nothing, append nothing; answer ``compatible`` or ``mismatch``."""
 
 
 class ErrorInfo(TypedDict):
@@ -60,10 +62,12 @@ class ErrorInfo(TypedDict):
 class InvokeResponse(TypedDict):
     """How an attempt ended."""
 
-    outcome: Literal["completed", "failed", "suspended", "mismatch", "fenced"]
+    outcome: Literal["completed", "failed", "suspended", "mismatch", "fenced", "compatible"]
     output: NotRequired[Any]
     error: NotRequired[ErrorInfo]
     waiting_on: NotRequired[list[int]]
+    replayed: NotRequired[int]
+    """For ``compatible``: how many journal indexes the dry run got through."""
     mismatch: NotRequired[dict[str, Any]]
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,10 +27,14 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 class ServerProcess:
     """A ``tether server`` started as a subprocess on a data directory."""
 
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.env = env or {}
+        self.args = list(args)
+        """Extra ``tether server`` arguments, after the defaults (so a repeated option wins)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -52,6 +56,7 @@ class ServerProcess:
                 "info",
                 "--worker-idle-timeout",
                 "60",
+                *self.args,
             ],
             stdout=log,
             stderr=log,

@@ -64,12 +64,12 @@ def test_reopening_does_not_reapply_migrations(store, kit, run):
         return [r["version"] for r in tx.all("SELECT version FROM schema_version ORDER BY version")]
 
     async def body():
-        assert LATEST == 1
-        assert await store.backend.read(versions) == [1]
+        assert LATEST == 2
+        assert await store.backend.read(versions) == [1, 2]
         await kit.deploy("dep-a", env="prod")
         for _ in range(2):
             restarted = await kit.restart()
-            assert await restarted.backend.read(versions) == [1]
+            assert await restarted.backend.read(versions) == [1, 2]
         assert [d["id"] for d in await restarted.list_deployments(kit.tenant)] == ["dep-a"]
 
     run(body)
@@ -84,3 +84,37 @@ def test_a_newer_schema_is_refused(store, kit, run, reopen):
             reopen()
 
     run(body)
+
+
+def test_a_version_1_database_is_migrated_in_place_keeping_its_runs(tmp_path):
+    import sqlite3
+
+    from tether.store import open_store
+    from tether.store.schema import migrations
+
+    path = tmp_path / "tether.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    (version, sql) = migrations()[0]
+    assert version == 1
+    for statement in sql.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.execute(
+        "INSERT INTO runs (id, tenant_id, deployment_id, workflow, status, input, attempt, created_at, updated_at) "
+        "VALUES ('run_old', 'default', 'dep', 'wf', 'suspended', '{}', 1, 0, 0)"
+    )
+    conn.close()
+
+    async def body():
+        store = open_store(f"sqlite:///{path}")
+        try:
+            run = await store.get_run("default", "run_old")
+            assert (run.status.value, run.linked_from, run.link_kind) == ("suspended", None, None)
+        finally:
+            await store.close()
+
+    import asyncio
+
+    asyncio.run(body())

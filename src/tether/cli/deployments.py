@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from tether.cli._common import Settings, call, console, emit_json, pass_settings, when
+from tether.cli._common import EXIT_REFUSED, Settings, call, console, emit_json, pass_settings, when
 
 
 @click.command()
@@ -61,7 +62,7 @@ def list_(settings: Settings) -> None:
 @click.argument("deployment")
 @pass_settings
 def show(settings: Settings, deployment: str) -> None:
-    """One deployment (id or label) and what it registers."""
+    """One deployment (id or label): what it registers, its workers and cold starts."""
     d = call(settings, lambda c: c.deployment(deployment))
     if settings.as_json:
         emit_json(d)
@@ -69,7 +70,16 @@ def show(settings: Settings, deployment: str) -> None:
     console.print(f"[bold]{d['label']}[/bold] {d['id']}  app {d['app']} ({d['app_ref']})  status {d['status']}")
     console.print(
         f"environments: {', '.join(d['environments']) or '-'}   in flight: {d['in_flight']}   workers: {d['workers']}"
+        + (f" (since {when(d['worker_started_at'])})" if d.get("worker_started_at") else "")
     )
+    took = d.get("cold_start_seconds") or {}
+    if d.get("cold_starts"):
+        console.print(
+            f"cold starts: {d['cold_starts']} (last {_secs(took.get('last'))}, mean {_secs(took.get('mean'))})"
+            " since the server started"
+        )
+    else:
+        console.print("cold starts: 0 since the server started")
     console.print(
         f"manifest {d['manifest_digest'][:16]}  bundle {str(d['bundle_digest'])[:16]}  "
         f"created {when(d['created_at'])} by {d['created_by']}"
@@ -78,6 +88,10 @@ def show(settings: Settings, deployment: str) -> None:
     for name, comp in sorted(d["manifest"]["components"].items()):
         table.add_row(name, comp["kind"], comp.get("description", "").split("\n")[0])
     console.print(table)
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
 
 
 @deployments.command()
@@ -113,3 +127,26 @@ def remove(settings: Settings, deployment: str) -> None:
         emit_json(d)
         return
     console.print(f"removed {d['label']} ({d['id']}); its history stays readable")
+
+
+@deployments.command()
+@click.argument("deployment")
+@click.option("--workflow", default=None, help="Only runs of this workflow.")
+@click.option("--run", "runs", multiple=True, help="Only this run (repeatable).")
+@pass_settings
+def check(settings: Settings, deployment: str, workflow: str | None, runs: tuple[str, ...]) -> None:
+    """Pre-flight: dry-run in-flight runs' journals on DEPLOYMENT (compatible, or the first mismatch)."""
+    result = call(settings, lambda c: c.check(deployment, workflow=workflow, runs=list(runs) or None))
+    if settings.as_json:
+        emit_json(result)
+        return
+    label = result["deployment"]["label"]
+    console.print(f"{result['compatible']} runs replay on {label}, {result['incompatible']} do not")
+    for verdict in result["runs"]:
+        if verdict["compatible"]:
+            console.print(f"  {verdict['run_id']} ({verdict['workflow']}): compatible")
+        else:
+            problem = verdict.get("mismatch") or verdict.get("error") or {}
+            console.print(f"  {verdict['run_id']} ({verdict['workflow']}): [red]{problem.get('message')}[/red]")
+    if result["incompatible"]:
+        sys.exit(EXIT_REFUSED)

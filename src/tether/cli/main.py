@@ -6,6 +6,7 @@ import click
 
 from tether._version import __version__
 from tether.cli._common import Settings
+from tether.cli.audit import audit
 from tether.cli.deployments import deploy, deployments
 from tether.cli.env import env
 from tether.cli.runs import run, runs, signal
@@ -23,7 +24,7 @@ def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
     ctx.obj = Settings(url or default_url(), as_json)
 
 
-for command in (server, deploy, deployments, env, run, runs, signal):
+for command in (server, deploy, deployments, env, run, runs, signal, audit):
     cli.add_command(command)
 
 

@@ -193,3 +193,80 @@ def signal(settings: Settings, run_id: str, name: str, payload: str) -> None:
         console.print(f"signal {name} buffered for run {run_id} (delivered when it waits for it)")
     else:
         console.print(f"signal {name} delivered to run {run_id} (entry {answer['delivered_to_entry']})")
+
+
+def _acted(settings: Settings, run: dict[str, Any], verb: str) -> None:
+    if settings.as_json:
+        emit_json(run)
+    else:
+        console.print(f"run {run['id']} {verb}: now {run['status']}")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def pause(settings: Settings, run_id: str, reason: str | None) -> None:
+    """Stop giving RUN_ID attempts until it is resumed."""
+    _acted(settings, call(settings, lambda c: c.pause(run_id, reason=reason)), "paused")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def resume(settings: Settings, run_id: str, reason: str | None) -> None:
+    """Resume a paused run: it replays its journal and goes on."""
+    _acted(settings, call(settings, lambda c: c.resume(run_id, reason=reason)), "resumed")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def kill(settings: Settings, run_id: str, reason: str | None) -> None:
+    """End RUN_ID and its unfinished children at once."""
+    _acted(settings, call(settings, lambda c: c.kill(run_id, reason=reason)), "killed")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--env", "env", default=None, help="Pin the new run to what this environment names now.")
+@click.option("--deployment", default=None, help="Pin the new run to this deployment.")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def restart(settings: Settings, run_id: str, env: str | None, deployment: str | None, reason: str | None) -> None:
+    """Start a new run with RUN_ID's input, linked to it (default: on its environment)."""
+    if env is not None and deployment is not None:
+        raise click.UsageError("give at most one of --env or --deployment")
+    new = call(settings, lambda c: c.restart(run_id, env=env, deployment=deployment, reason=reason))
+    if settings.as_json:
+        emit_json(new)
+    else:
+        console.print(f"run {new['id']} restarted from {run_id}")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--from-entry", "from_entry", type=int, required=True, help="Keep the journal's entries before N.")
+@click.option("--deployment", default=None, help="Pin the new run here (default: RUN_ID's deployment).")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def fork(settings: Settings, run_id: str, from_entry: int, deployment: str | None, reason: str | None) -> None:
+    """Start a new run whose journal is RUN_ID's first N entries."""
+    new = call(settings, lambda c: c.fork(run_id, from_entry=from_entry, deployment=deployment, reason=reason))
+    if settings.as_json:
+        emit_json(new)
+    else:
+        console.print(f"run {new['id']} forked from {run_id} at entry {from_entry}")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--to", "to", required=True, help="The deployment (id or label) to move the run to.")
+@click.option("--force", is_flag=True, help="Move even if the dry run finds a mismatch (needs --reason).")
+@click.option("--reason", default=None, help="Why (recorded in the audit log).")
+@pass_settings
+def move(settings: Settings, run_id: str, to: str, force: bool, reason: str | None) -> None:
+    """Re-pin RUN_ID to another deployment, once a dry run proves its journal replays there."""
+    _acted(settings, call(settings, lambda c: c.move(run_id, to, force=force, reason=reason)), f"moved to {to}")

@@ -46,7 +46,8 @@ _TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     ),
     RunStatus.SUSPENDED: frozenset({RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.CANCELLED, RunStatus.KILLED}),
     RunStatus.PAUSED: frozenset({RunStatus.PENDING, RunStatus.SUSPENDED, RunStatus.CANCELLED, RunStatus.KILLED}),
-    RunStatus.STUCK: frozenset({RunStatus.PENDING, RunStatus.CANCELLED, RunStatus.KILLED}),
+    # A stuck run goes on when an operator moves it to code that replays it.
+    RunStatus.STUCK: frozenset({RunStatus.SUSPENDED, RunStatus.PENDING, RunStatus.CANCELLED, RunStatus.KILLED}),
 }
 
 

@@ -123,6 +123,9 @@ class Attempt(Context):
         self._revivers: dict[str, Callable[[Any, ErrorInfo | None], Any]] = {}
         self._resolved: dict[tuple[Any, tuple[str, ...]], ComponentDefinition] = {}
         self._manual_digests: dict[str, str] = {}
+        self._dry_run = bool(request.get("dry_run"))
+        self._dry_end: int | None = None
+        """In a dry run: the first index the journal does not hold (where replay stopped)."""
         self._info = RunInfo(
             run_id=request["run_id"],
             workflow=request["component"],
@@ -165,7 +168,7 @@ class Attempt(Context):
                     return await self._suspend(main)
 
     def _stopped(self) -> bool:
-        return self._fenced is not None or self._replayer.mismatch is not None
+        return self._fenced is not None or self._replayer.mismatch is not None or self._dry_end is not None
 
     def _only_waiting(self) -> bool:
         return self._busy == 0 and any(not fut.done() for fut, _ in self._waits.values())
@@ -182,13 +185,17 @@ class Attempt(Context):
         if self._fenced is not None:
             return {"outcome": "fenced", "error": {"type": "Fenced", "message": self._fenced}}
         mismatch = self._replayer.mismatch
-        assert mismatch is not None
+        if mismatch is None:
+            assert self._dry_end is not None
+            return {"outcome": "compatible", "replayed": self._dry_end}
         return {"outcome": "mismatch", "mismatch": mismatch.to_json()}
 
     async def _suspend(self, main: asyncio.Task[Any]) -> InvokeResponse:
         # Read what we wait on first: cancelling the workflow cancels the future it awaits.
         waiting = sorted(i for i, (fut, _) in self._waits.items() if not fut.done())
         await self._cancel_all(main)
+        if self._dry_run:
+            return {"outcome": "compatible", "replayed": self._next_index}
         try:
             await self._flush()
         except _Stop:
@@ -209,6 +216,8 @@ class Attempt(Context):
         mismatch = self._replayer.finish()
         if mismatch is not None:
             return {"outcome": "mismatch", "mismatch": mismatch.to_json()}
+        if self._dry_run:
+            return {"outcome": "compatible", "replayed": self._next_index}
         if exc is not None:
             return {"outcome": "failed", "error": error_info(exc, with_traceback=True)}
         try:
@@ -223,6 +232,10 @@ class Attempt(Context):
         index = self._next_index
         self._next_index += 1
         decision = self._replayer.issue(index, command)
+        if decision.action is Action.EXECUTE and self._dry_run:
+            # A dry run checks the journal and executes nothing: the code reached its end.
+            self._dry_end = index
+            decision = Decision(Action.MISMATCH)
         if decision.action is Action.MISMATCH:
             self._poke.set()
         return index, decision

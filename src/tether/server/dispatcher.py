@@ -222,11 +222,25 @@ class Dispatcher:
         return [r for r in results if r is not None]
 
     async def _invoke(self, start: AttemptStart) -> dict[str, Any]:
+        token = attempt_token(self._secret, start.run.id, start.run.attempt)
+        return await self.send(start, token=token)
+
+    async def dry_run(self, start: AttemptStart) -> dict[str, Any]:
+        """Replay a run's journal on ``start.deployment`` without executing or appending anything.
+
+        Returns:
+            The attempt's answer: ``compatible`` (with how far it replayed) or ``mismatch``,
+            or ``stuck`` when the deployment cannot be invoked.
+        """
+        return await self.send(start, token="", dry_run=True)
+
+    async def send(self, start: AttemptStart, *, token: str, dry_run: bool = False) -> dict[str, Any]:
+        """Invoke ``start.deployment`` with ``start.run`` and its journal; the answer's outcome."""
         run, deployment = start.run, start.deployment
         request: InvokeRequest = {
             "run_id": run.id,
             "attempt": run.attempt,
-            "token": attempt_token(self._secret, run.id, run.attempt),
+            "token": token,
             "deployment_id": deployment.id,
             "deployment_label": deployment.label,
             "manifest_digest": deployment.manifest_digest,
@@ -235,6 +249,8 @@ class Dispatcher:
             "journal": start.wire_journal(),
             "runtime_url": self.runtime_url,
         }
+        if dry_run:
+            request["dry_run"] = True
         if deployment.kind == "endpoint":
             assert deployment.url is not None
             request["journal"] = [e.to_json() for e in start.journal]

@@ -19,7 +19,7 @@ from tether import _bundle
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL, RunStatus
-from tether.errors import BadRequestError, BundleError, NotFoundError, PayloadTooLargeError, SchemaError
+from tether.errors import BadRequestError, BundleError, ConflictError, NotFoundError, PayloadTooLargeError, SchemaError
 from tether.server.dispatcher import Dispatcher
 from tether.server.workers import WorkerPool
 from tether.store.base import Deployment, Environment, Run, Store
@@ -154,17 +154,16 @@ class Runtime:
         )
 
     async def deployments(self, tenant_id: str) -> list[dict[str, Any]]:
-        """Every deployment with its lifecycle status and live workers."""
+        """Every deployment with its lifecycle status, live workers and cold starts."""
         items = await self.store.list_deployments(tenant_id)
-        alive = self.pool.alive()
         for item in items:
-            item["workers"] = int(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"])) in alive)
+            item.update(self.pool.stats(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"]))))
         return items
 
     async def deployment(self, tenant_id: str, ref: str) -> dict[str, Any]:
-        """One deployment, with its manifest."""
+        """One deployment, with its manifest, live workers and cold starts."""
         item = await self.store.describe_deployment(tenant_id, ref)
-        item["workers"] = int(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"])) in self.pool.alive())
+        item.update(self.pool.stats(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"]))))
         return item
 
     async def diff(self, tenant_id: str, a: str, b: str) -> dict[str, Any]:
@@ -298,3 +297,119 @@ class Runtime:
         self.notifier.notify(run_id, run)
         self.dispatcher.poke()
         return run
+
+    # --- escape hatches ---------------------------------------------------------------------
+
+    async def _changed(self, run: Run) -> Run:
+        self.notifier.notify(run.id, run)
+        self.dispatcher.poke()
+        return run
+
+    async def pause(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:
+        """Stop giving the run attempts until it is resumed; audited."""
+        return await self._changed(await self.store.pause_run(tenant_id, run_id, actor=actor, reason=reason))
+
+    async def resume(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:
+        """Resume a paused run; audited."""
+        return await self._changed(await self.store.resume_run(tenant_id, run_id, actor=actor, reason=reason))
+
+    async def kill(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:
+        """End a run (and its children) at once; audited."""
+        return await self._changed(await self.store.kill_run(tenant_id, run_id, actor=actor, reason=reason))
+
+    async def restart(
+        self, tenant_id: str, run_id: str, *, env: str | None, deployment: str | None, actor: str, reason: str | None
+    ) -> Run:
+        """A new run with the same input, linked to the old one; audited."""
+        run = await self.store.start_linked_run(
+            tenant_id, run_id, kind="restart", actor=actor, reason=reason, env=env, deployment_ref=deployment
+        )
+        return await self._changed(run)
+
+    async def fork(
+        self, tenant_id: str, run_id: str, *, from_entry: int, deployment: str | None, actor: str, reason: str | None
+    ) -> Run:
+        """A new run whose journal is the old one's first ``from_entry`` entries; audited."""
+        if from_entry < 0:
+            raise BadRequestError("from_entry must be 0 or more")
+        run = await self.store.start_linked_run(
+            tenant_id,
+            run_id,
+            kind="fork",
+            actor=actor,
+            reason=reason,
+            deployment_ref=deployment or (await self.store.get_run(tenant_id, run_id)).deployment_id,
+            from_entry=from_entry,
+        )
+        return await self._changed(run)
+
+    async def dry_run(self, run: Run, deployment: Deployment) -> dict[str, Any]:
+        """Whether ``run``'s journal replays on ``deployment``: ``{"compatible": bool, ...}``."""
+        answer = await self.dispatcher.dry_run(await self.store.replay_start(run, deployment))
+        outcome = answer.get("outcome")
+        verdict: dict[str, Any] = {"run_id": run.id, "workflow": run.workflow, "status": run.status.value}
+        if outcome == "compatible":
+            verdict.update(compatible=True, replayed=answer.get("replayed"))
+        elif outcome == "mismatch":
+            verdict.update(compatible=False, mismatch=answer["mismatch"])
+        else:
+            error = answer.get("error") or {"type": str(outcome), "message": f"the dry run ended {outcome}"}
+            verdict.update(compatible=False, error=error)
+        return verdict
+
+    async def check(
+        self, tenant_id: str, deployment_ref: str, *, workflow: str | None = None, run_ids: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Dry-run the journal of every in-flight run (or those asked for) on a deployment."""
+        target = await self.store.get_deployment(tenant_id, deployment_ref)
+        if run_ids:
+            runs = [await self.store.get_run(tenant_id, r) for r in run_ids]
+        else:
+            runs = [
+                r
+                for r in await self.store.list_runs(tenant_id, workflow=workflow, limit=10_000)
+                if r.status not in TERMINAL
+            ]
+        runs = [r for r in runs if r.workflow in target.manifest.get("components", {})]
+        gate = asyncio.Semaphore(8)
+
+        async def one(run: Run) -> dict[str, Any]:
+            async with gate:
+                verdict = await self.dry_run(run, target)
+                verdict["deployment_id"] = run.deployment_id
+                return verdict
+
+        verdicts = await asyncio.gather(*(one(r) for r in runs))
+        return {
+            "deployment": target.to_json(),
+            "runs": verdicts,
+            "compatible": sum(1 for v in verdicts if v["compatible"]),
+            "incompatible": sum(1 for v in verdicts if not v["compatible"]),
+        }
+
+    async def move(self, tenant_id: str, run_id: str, to: str, *, force: bool, actor: str, reason: str | None) -> Run:
+        """Re-pin a run to deployment ``to`` once a dry run proves it replays there; audited.
+
+        Raises:
+            ConflictError: the dry run found a mismatch (its diff is the message); ``force``
+                with a ``reason`` overrides it.
+        """
+        if force and not reason:
+            raise BadRequestError("a forced move needs a reason: add --reason TEXT")
+        run = await self.store.get_run(tenant_id, run_id)
+        target = await self.store.get_deployment(tenant_id, to)
+        if run.status in TERMINAL:
+            raise ConflictError(f"run {run_id} is {run.status.value}: an ended run cannot move (restart it)")
+        check = None
+        if not force:
+            check = await self.dry_run(run, target)
+            if not check["compatible"]:
+                detail = (check.get("mismatch") or check.get("error") or {}).get("message", "")
+                raise ConflictError(
+                    f"run {run_id} does not replay on {target.label}: {detail}. "
+                    "Deploy code that replays it, or move it anyway with --force --reason TEXT"
+                )
+        moved = await self.store.move_run(
+            tenant_id, run_id, target.id, actor=actor, reason=reason, forced=force, check=check
+        )
+        return await self._changed(moved)

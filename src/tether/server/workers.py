@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tether import _bundle
 from tether.errors import BundleError, WorkerUnavailableError
@@ -46,6 +47,27 @@ class Worker:
         return self.process.returncode is None and not self.link.closed
 
 
+@dataclass
+class StartStats:
+    """Cold starts of one pool key (bundle digest + app ref) since the server started."""
+
+    count: int = 0
+    last_seconds: float | None = None
+    """Duration of the latest start: process spawn to READY and the link open."""
+    total_seconds: float = 0.0
+
+    def record(self, seconds: float) -> None:
+        """Count one successful start that took ``seconds``."""
+        self.count += 1
+        self.last_seconds = seconds
+        self.total_seconds += seconds
+
+    @property
+    def mean_seconds(self) -> float | None:
+        """Mean start duration, or None before the first start."""
+        return self.total_seconds / self.count if self.count else None
+
+
 class WorkerPool:
     """Starts, finds and stops bundle workers."""
 
@@ -60,7 +82,8 @@ class WorkerPool:
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.cold_starts = 0
-        """Workers started since the server started."""
+        """Workers started since the server started (all keys)."""
+        self._starts: dict[str, StartStats] = {}
 
     @staticmethod
     def key(bundle_digest: str, app_ref: str) -> str:
@@ -70,6 +93,24 @@ class WorkerPool:
     def alive(self) -> dict[str, Worker]:
         """Running workers by key."""
         return {k: w for k, w in self._workers.items() if w.alive}
+
+    def stats(self, key: str) -> dict[str, Any]:
+        """Worker statistics of one key, since the server started.
+
+        ``workers`` (live processes), ``worker_started_at`` (epoch seconds of the current
+        worker, or None), ``cold_starts`` and ``cold_start_seconds`` (``last`` and ``mean``,
+        from process spawn to READY and the link open; None before the first start).
+        """
+        worker = self._workers.get(key)
+        if worker is not None and not worker.alive:
+            worker = None
+        starts = self._starts.get(key) or StartStats()
+        return {
+            "workers": int(worker is not None),
+            "worker_started_at": worker.started_at if worker is not None else None,
+            "cold_starts": starts.count,
+            "cold_start_seconds": {"last": starts.last_seconds, "mean": starts.mean_seconds},
+        }
 
     def folder(self, bundle_digest: str) -> Path:
         """Where the bundle with this digest is (or would be) extracted."""
@@ -135,6 +176,7 @@ class WorkerPool:
     async def _start(self, key: str, folder: Path, app_ref: str) -> Worker:
         log_path = self._logs / f"worker-{key.split(':')[0][:12]}.log"
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        spawned = time.monotonic()
         with open(log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -171,8 +213,10 @@ class WorkerPool:
                 process.kill()
                 await process.wait()
                 raise WorkerUnavailableError(f"cannot connect to the worker for {app_ref}: {exc}") from None
+            seconds = time.monotonic() - spawned
             self.cold_starts += 1
-            log.info("started worker %s for %s on port %s", process.pid, app_ref, port)
+            self._starts.setdefault(key, StartStats()).record(seconds)
+            log.info("started worker %s for %s on port %s in %.3fs", process.pid, app_ref, port, seconds)
             return Worker(key, process, link, digest)
         await process.wait()
         if text.startswith("TETHER_WORKER_ERROR "):

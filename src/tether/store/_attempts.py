@@ -64,6 +64,11 @@ class AttemptOps(Ops):
 
         return await self.backend.read(journals)
 
+    async def replay_start(self, run: Run, deployment: Deployment) -> AttemptStart:
+        """What a dry run of ``run`` on ``deployment`` replays: the run's journal as it is now."""
+        rows = await self.backend.read(lambda tx: tx.all(REPLAY_COLUMNS_SQL, (run.id,)))
+        return AttemptStart(run, deployment, rows)
+
     async def next_due(self) -> tuple[float | None, float | None]:
         """The earliest ``ready_at`` of a run and the earliest timer, if any (one read)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tether.core.journal import JournalEntry
+from tether.core.journal import EntryKind, JournalEntry
 from tether.core.routing import draw
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import ConflictError, NotFoundError
@@ -13,6 +13,7 @@ from tether.store._ops import Ops, _now
 from tether.store.backend import Tx
 from tether.store.records import (
     Deployment,
+    Row,
     Run,
     _dumps,
     _loads,
@@ -206,7 +207,7 @@ class RunOps(Ops):
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is already {run.status.value}")
             now = _now()
-            self._cancel_tree(tx, run_id, now)
+            self._end_tree(tx, run_id, RunStatus.CANCELLED, now)
             self._audit(
                 tx, tenant_id, actor, "run.cancel", run_id, {"reason": reason, "status_before": run.status.value}
             )
@@ -214,13 +215,226 @@ class RunOps(Ops):
 
         return await self.backend.write(op)
 
-    def _cancel_tree(self, tx: Tx, run_id: str, now: float) -> None:
+    async def kill_run(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None = None) -> Run:
+        """End a run and its unfinished children at once (``killed``); audited.
+
+        Raises:
+            ConflictError: the run has already ended.
+        """
+
+        def op(tx: Tx) -> Run:
+            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            if run.status in TERMINAL:
+                raise ConflictError(f"run {run_id} is already {run.status.value}")
+            self._end_tree(tx, run_id, RunStatus.KILLED, _now())
+            self._audit(tx, tenant_id, actor, "run.kill", run_id, {"reason": reason, "status_before": run.status.value})
+            return Run.from_row(self._run_row(tx, tenant_id, run_id))
+
+        return await self.backend.write(op)
+
+    def _end_tree(self, tx: Tx, run_id: str, status: RunStatus, now: float) -> None:
         for child in tx.all("SELECT id, status FROM runs WHERE parent_run_id = ?", (run_id,)):
             if child["status"] not in {s.value for s in TERMINAL}:
-                self._cancel_tree(tx, child["id"], now)
-        self._terminate(
-            tx, run_id, RunStatus.CANCELLED, now, error={"type": "Cancelled", "message": "the run was cancelled"}
-        )
+                self._end_tree(tx, child["id"], status, now)
+        error = {"type": status.value.capitalize(), "message": f"the run was {status.value}"}
+        self._terminate(tx, run_id, status, now, error=error)
+
+    async def pause_run(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None = None) -> Run:
+        """Stop giving a run attempts until it is resumed (an attempt in flight is fenced off).
+
+        Raises:
+            ConflictError: the run is not pending, running or suspended.
+        """
+
+        def op(tx: Tx) -> Run:
+            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED):
+                raise ConflictError(
+                    f"run {run_id} is {run.status.value}: only pending, running or suspended runs can be paused"
+                )
+            tx.execute(
+                "UPDATE runs SET status = 'paused', ready_at = NULL, updated_at = ? WHERE id = ?", (_now(), run_id)
+            )
+            self._audit(
+                tx, tenant_id, actor, "run.pause", run_id, {"reason": reason, "status_before": run.status.value}
+            )
+            return Run.from_row(self._run_row(tx, tenant_id, run_id))
+
+        return await self.backend.write(op)
+
+    async def resume_run(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None = None) -> Run:
+        """Give a paused run a new attempt now (it replays and goes on where it was).
+
+        Raises:
+            ConflictError: the run is not paused.
+        """
+
+        def op(tx: Tx) -> Run:
+            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            if run.status is not RunStatus.PAUSED:
+                hint = " (a stuck run goes on with 'tether runs move')" if run.status is RunStatus.STUCK else ""
+                raise ConflictError(f"run {run_id} is {run.status.value}, not paused{hint}")
+            now = _now()
+            status = "suspended" if run.attempt > 0 else "pending"
+            tx.execute(
+                "UPDATE runs SET status = ?, ready_at = ?, updated_at = ? WHERE id = ?", (status, now, now, run_id)
+            )
+            self._audit(tx, tenant_id, actor, "run.resume", run_id, {"reason": reason})
+            return Run.from_row(self._run_row(tx, tenant_id, run_id))
+
+        return await self.backend.write(op)
+
+    async def start_linked_run(
+        self,
+        tenant_id: str,
+        source_id: str,
+        *,
+        kind: str,
+        actor: str,
+        reason: str | None = None,
+        env: str | None = None,
+        deployment_ref: str | None = None,
+        from_entry: int | None = None,
+    ) -> Run:
+        """A new run from an old one: ``restart`` (same input, empty journal) or ``fork``
+        (same input, the old journal's entries before ``from_entry``); audited on both.
+
+        The new run is pinned to ``deployment_ref``, else to what ``env`` names now, else to
+        the old run's environment (if it still exists), else to the old run's deployment.
+
+        Raises:
+            NotFoundError: the run, environment or deployment does not exist, or the
+                deployment has no such workflow.
+            ConflictError: the deployment was removed, or a fork's prefix holds an entry that
+                has not completed.
+        """
+
+        def op(tx: Tx) -> Run:
+            source = Run.from_row(self._run_row(tx, tenant_id, source_id))
+            if deployment_ref is not None:
+                dep = self._find_deployment(tx, tenant_id, deployment_ref)
+            elif env is not None or source.env is not None:
+                name = env or source.env
+                assert name is not None
+                row = tx.one("SELECT targets FROM environments WHERE tenant_id = ? AND name = ?", (tenant_id, name))
+                if row is None and env is not None:
+                    self._env_row(tx, tenant_id, env)
+                target = draw(_targets(row["targets"]), new_run_id()) if row else source.deployment_id
+                dep = self._find_deployment(tx, tenant_id, target)
+            else:
+                dep = self._find_deployment(tx, tenant_id, source.deployment_id)
+            if dep.removed_at is not None:
+                raise ConflictError(f"deployment {dep.label} was removed and cannot start runs")
+            component = dep.manifest.get("components", {}).get(source.workflow)
+            if component is None or component.get("kind") != "workflow":
+                raise NotFoundError(f"deployment {dep.label} has no workflow {source.workflow!r}")
+            prefix: list[Row] = []
+            if from_entry is not None:
+                prefix = tx.all(
+                    "SELECT * FROM journal WHERE run_id = ? AND idx < ? ORDER BY idx", (source_id, from_entry)
+                )
+                open_entry = next((r["idx"] for r in prefix if not r["completed"]), None)
+                if open_entry is not None:
+                    raise ConflictError(
+                        f"entry {open_entry} of run {source_id} has not completed: fork from entry {open_entry} "
+                        "or earlier"
+                    )
+            run = self._insert_run(
+                tx,
+                new_run_id(),
+                tenant_id,
+                dep.id,
+                source.workflow,
+                source.input,
+                source.env if env is None else env,
+                None,
+                None,
+                None,
+            )
+            tx.execute("UPDATE runs SET linked_from = ?, link_kind = ? WHERE id = ?", (source_id, kind, run.id))
+            for row in prefix:
+                tx.execute(
+                    "INSERT INTO journal (run_id, idx, kind, name, args_digest, args, completed, result, error, "
+                    "manual_digest, extra, attempt, created_at, completed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.id,
+                        row["idx"],
+                        row["kind"],
+                        row["name"],
+                        row["args_digest"],
+                        row["args"],
+                        1,
+                        row["result"],
+                        row["error"],
+                        row["manual_digest"],
+                        row["extra"],
+                        0,
+                        row["created_at"],
+                        row["completed_at"],
+                    ),
+                )
+                if row["kind"] == EntryKind.STATE:
+                    tx.execute(
+                        "INSERT INTO run_state (run_id, key, value) VALUES (?, ?, ?) "
+                        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                        (run.id, row["name"], row["result"]),
+                    )
+            details = {"reason": reason, "new_run": run.id, "deployment": dep.id, "from_entry": from_entry}
+            self._audit(tx, tenant_id, actor, f"run.{kind}", source_id, details)
+            return Run.from_row(self._run_row(tx, tenant_id, run.id))
+
+        return await self.backend.write(op)
+
+    async def move_run(
+        self,
+        tenant_id: str,
+        run_id: str,
+        deployment_ref: str,
+        *,
+        actor: str,
+        reason: str | None,
+        forced: bool,
+        check: dict[str, Any] | None,
+    ) -> Run:
+        """Re-pin a run to another deployment (the caller has checked it replays there).
+
+        A stuck or running run gets a new attempt at once on the new deployment (an attempt in
+        flight on the old one is fenced off); a suspended or paused run keeps waiting.
+
+        Raises:
+            ConflictError: the run has ended, or the deployment was removed or lacks the workflow.
+        """
+
+        def op(tx: Tx) -> Run:
+            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            if run.status in TERMINAL:
+                raise ConflictError(f"run {run_id} is {run.status.value}: an ended run cannot move (restart it)")
+            dep = self._find_deployment(tx, tenant_id, deployment_ref)
+            if dep.removed_at is not None:
+                raise ConflictError(f"deployment {dep.label} was removed")
+            component = dep.manifest.get("components", {}).get(run.workflow)
+            if component is None or component.get("kind") != "workflow":
+                raise ConflictError(f"deployment {dep.label} has no workflow {run.workflow!r}")
+            now = _now()
+            go_now = run.status in (RunStatus.STUCK, RunStatus.RUNNING)
+            tx.execute(
+                "UPDATE runs SET deployment_id = ?, stuck_reason = NULL, status = ?, ready_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                (dep.id, "suspended" if go_now else run.status.value, now if go_now else run.ready_at, now, run_id),
+            )
+            details = {
+                "from": run.deployment_id,
+                "to": dep.id,
+                "forced": forced,
+                "reason": reason,
+                "status_before": run.status.value,
+                "check": check,
+            }
+            self._audit(tx, tenant_id, actor, "run.move", run_id, details)
+            return Run.from_row(self._run_row(tx, tenant_id, run_id))
+
+        return await self.backend.write(op)
 
     async def recover(self) -> int:
         """After a restart: every run whose attempt was in flight gets a new attempt now."""

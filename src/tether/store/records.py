@@ -104,6 +104,10 @@ class Run:
     created_at: float
     updated_at: float
     completed_at: float | None
+    linked_from: str | None = None
+    """The run this one was restarted or forked from."""
+    link_kind: str | None = None
+    """``restart`` or ``fork``."""
 
     @classmethod
     def from_row(cls, row: Row) -> Run:
@@ -128,12 +132,16 @@ class Run:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             completed_at=row["completed_at"],
+            linked_from=row["linked_from"],
+            link_kind=row["link_kind"],
         )
 
     def to_json(self) -> dict[str, Any]:
         """The API form."""
         return {
             "id": self.id,
+            "linked_from": self.linked_from,
+            "link_kind": self.link_kind,
             "workflow": self.workflow,
             "deployment_id": self.deployment_id,
             "env": self.env,

@@ -130,6 +130,102 @@ async def cancel_run(request: Request) -> Response:
     return json_response(run.to_json())
 
 
+def _str_field(body: Any, key: str) -> str | None:
+    value = body.get(key) if isinstance(body, dict) else None
+    if value is not None and not isinstance(value, str):
+        raise BadRequestError(f"{key} must be a string")
+    return value
+
+
+async def _act(request: Request, action: str) -> Response:
+    body = await read_json(request, default={})
+    rt, run_id = runtime(request), request.path_params["id"]
+    who, why = actor(request), _str_field(body, "reason")
+    handlers = {"pause": rt.pause, "resume": rt.resume, "kill": rt.kill}
+    run = await handlers[action](tenant(request), run_id, actor=who, reason=why)
+    return json_response(run.to_json())
+
+
+async def pause_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/pause`` with optional ``{"reason"}``; audited."""
+    return await _act(request, "pause")
+
+
+async def resume_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/resume`` with optional ``{"reason"}``; audited."""
+    return await _act(request, "resume")
+
+
+async def kill_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/kill`` with optional ``{"reason"}``; audited."""
+    return await _act(request, "kill")
+
+
+async def restart_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/restart`` with optional ``{"env" | "deployment", "reason"}``; audited."""
+    body = await read_json(request, default={})
+    run = await runtime(request).restart(
+        tenant(request),
+        request.path_params["id"],
+        env=_str_field(body, "env"),
+        deployment=_str_field(body, "deployment"),
+        actor=actor(request),
+        reason=_str_field(body, "reason"),
+    )
+    return json_response(run.to_json(), 201)
+
+
+async def fork_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/fork`` with ``{"from_entry": N, "deployment"?, "reason"?}``; audited."""
+    body = await read_json(request)
+    from_entry = body.get("from_entry") if isinstance(body, dict) else None
+    if not isinstance(from_entry, int) or isinstance(from_entry, bool):
+        raise BadRequestError('fork needs {"from_entry": N}: the number of journal entries to keep')
+    run = await runtime(request).fork(
+        tenant(request),
+        request.path_params["id"],
+        from_entry=from_entry,
+        deployment=_str_field(body, "deployment"),
+        actor=actor(request),
+        reason=_str_field(body, "reason"),
+    )
+    return json_response(run.to_json(), 201)
+
+
+async def move_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/move`` with ``{"to": dep, "force"?: bool, "reason"?}``: refused (409)
+    with the mismatch unless a dry run of the journal on ``to`` succeeds; audited."""
+    body = await read_json(request)
+    to = _str_field(body, "to")
+    if to is None:
+        raise BadRequestError('move needs {"to": DEPLOYMENT}')
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequestError("force must be true or false")
+    run = await runtime(request).move(
+        tenant(request),
+        request.path_params["id"],
+        to,
+        force=force,
+        actor=actor(request),
+        reason=_str_field(body, "reason"),
+    )
+    return json_response(run.to_json())
+
+
+async def check_deployment(request: Request) -> Response:
+    """``POST /v1/deployments/{dep}/check`` with optional ``{"workflow", "runs": [ids]}``: dry-run
+    the journal of every in-flight run (or those named) on the deployment."""
+    body = await read_json(request, default={})
+    runs = body.get("runs") if isinstance(body, dict) else None
+    if runs is not None and not (isinstance(runs, list) and all(isinstance(r, str) for r in runs)):
+        raise BadRequestError("runs must be a list of run ids")
+    result = await runtime(request).check(
+        tenant(request), request.path_params["dep"], workflow=_str_field(body, "workflow"), run_ids=runs
+    )
+    return json_response(result)
+
+
 async def audit(request: Request) -> Response:
     """``GET /v1/audit``, newest first."""
     limit = int(float_param(request, "limit", 200, low=1, high=10_000))
@@ -148,5 +244,12 @@ ROUTES = [
     Route("/v1/envs/{env}/history", env_history, methods=["GET"]),
     Route("/v1/runs", list_runs, methods=["GET"]),
     Route("/v1/runs/{id}/cancel", cancel_run, methods=["POST"]),
+    Route("/v1/runs/{id}/pause", pause_run, methods=["POST"]),
+    Route("/v1/runs/{id}/resume", resume_run, methods=["POST"]),
+    Route("/v1/runs/{id}/kill", kill_run, methods=["POST"]),
+    Route("/v1/runs/{id}/restart", restart_run, methods=["POST"]),
+    Route("/v1/runs/{id}/fork", fork_run, methods=["POST"]),
+    Route("/v1/runs/{id}/move", move_run, methods=["POST"]),
+    Route("/v1/deployments/{dep}/check", check_deployment, methods=["POST"]),
     Route("/v1/audit", audit, methods=["GET"]),
 ]
