@@ -139,6 +139,14 @@ class Client:
         )
         return result
 
+    async def split_env(self, name: str, weights: dict[str, int], *, reason: str | None = None) -> dict[str, Any]:
+        """Point ``name`` at several deployments by weight (each new run draws one, sticky by key)."""
+        targets = [{"deployment": ref, "weight": weight} for ref, weight in weights.items()]
+        result: dict[str, Any] = await self.request(
+            "PUT", f"/v1/envs/{name}", json={"targets": targets, "reason": reason}
+        )
+        return result
+
     async def rollback_env(self, name: str, *, reason: str | None = None) -> dict[str, Any]:
         """Undo the latest pointer change of ``name``."""
         result: dict[str, Any] = await self.request("POST", f"/v1/envs/{name}/rollback", json={"reason": reason})

@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from tether.cli._common import Settings, call, console, emit_json, pass_settings, when
+from tether.errors import ApiError
 
 
 def _labels(targets: list[dict[str, object]], labels: dict[str, str]) -> str:
@@ -41,14 +42,76 @@ def list_(settings: Settings) -> None:
 @click.argument("name")
 @click.argument("deployment")
 @click.option("--reason", default=None, help="Why (recorded in the history and audit log).")
+@click.option("--check", is_flag=True, help="First dry-run in-flight runs on DEPLOYMENT and report.")
 @pass_settings
-def set_(settings: Settings, name: str, deployment: str, reason: str | None) -> None:
+def set_(settings: Settings, name: str, deployment: str, reason: str | None, check: bool) -> None:
     """Point environment NAME at DEPLOYMENT (id or label)."""
-    e = call(settings, lambda c: c.set_env(name, deployment, reason=reason))
+
+    async def go(c):  # type: ignore[no-untyped-def]
+        report = await c.check(deployment) if check else None
+        return report, await c.set_env(name, deployment, reason=reason)
+
+    report, e = call(settings, go)
+    if settings.as_json:
+        emit_json({"environment": e, "check": report})
+        return
+    if report is not None:
+        console.print(
+            f"check: {report['compatible']} in-flight runs replay on {deployment}, {report['incompatible']} do not "
+            "(they stay pinned where they are; see 'tether deployments check')"
+        )
+    console.print(f"{name} -> {deployment}")
+
+
+@env.command()
+@click.argument("name")
+@click.argument("weights", nargs=-1, required=True)
+@click.option("--reason", default=None, help="Why (recorded in the history and audit log).")
+@pass_settings
+def split(settings: Settings, name: str, weights: tuple[str, ...], reason: str | None) -> None:
+    """Canary: point NAME at several deployments by weight, e.g. 'split prod v5=90 v6=10'.
+
+    Each new run draws its deployment once (sticky per idempotency key) and keeps it.
+    """
+    parsed: dict[str, int] = {}
+    for item in weights:
+        ref, _, weight = item.partition("=")
+        if not ref or not weight.isdigit() or int(weight) <= 0:
+            raise click.BadParameter(f"{item!r}: write DEPLOYMENT=WEIGHT with a positive integer weight")
+        parsed[ref] = int(weight)
+
+    async def go(c):  # type: ignore[no-untyped-def]
+        e = await c.split_env(name, parsed, reason=reason)
+        return e, {d["id"]: d["label"] for d in await c.deployments()}
+
+    e, labels = call(settings, go)
     if settings.as_json:
         emit_json(e)
         return
-    console.print(f"{name} -> {deployment}")
+    console.print(f"{name} -> {_labels(e['targets'], labels)}")
+
+
+@env.command()
+@click.argument("source")
+@click.argument("target")
+@click.option("--reason", default=None, help="Why (recorded in the history and audit log).")
+@pass_settings
+def promote(settings: Settings, source: str, target: str, reason: str | None) -> None:
+    """Point TARGET where SOURCE points now (e.g. 'promote staging prod')."""
+
+    async def go(c):  # type: ignore[no-untyped-def]
+        found = {e["name"]: e for e in await c.envs()}
+        if source not in found:
+            raise ApiError(404, "not_found", f"no environment {source!r}: see 'tether env list'")
+        weights = {t["deployment_id"]: t["weight"] for t in found[source]["targets"]}
+        e = await c.split_env(target, weights, reason=reason or f"promoted from {source}")
+        return e, {d["id"]: d["label"] for d in await c.deployments()}
+
+    e, labels = call(settings, go)
+    if settings.as_json:
+        emit_json(e)
+        return
+    console.print(f"{target} -> {_labels(e['targets'], labels)} (from {source})")
 
 
 @env.command()
