@@ -62,10 +62,14 @@ class ErrorInfo(TypedDict):
 class InvokeResponse(TypedDict):
     """How an attempt ended."""
 
-    outcome: Literal["completed", "failed", "suspended", "mismatch", "fenced", "compatible"]
+    outcome: Literal["completed", "failed", "suspended", "mismatch", "fenced", "compatible", "continue_as_new"]
     output: NotRequired[Any]
     error: NotRequired[ErrorInfo]
     waiting_on: NotRequired[list[int]]
+    input: NotRequired[dict[str, Any]]
+    """For ``continue_as_new``: the next run's input."""
+    upgrade: NotRequired[bool]
+    """For ``continue_as_new``: pin the next run to the environment's current deployment."""
     replayed: NotRequired[int]
     """For ``compatible``: how many journal indexes the dry run got through."""
     mismatch: NotRequired[dict[str, Any]]

@@ -23,7 +23,7 @@ import traceback
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
@@ -66,6 +66,19 @@ class JournalSink(Protocol):
 
 class _Stop(BaseException):
     """Ends the attempt from inside workflow code (mismatch or fenced); never caught by users."""
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new``: ends the run and starts a linked one.
+
+    It derives from BaseException so that ``except Exception`` in workflow code does not
+    swallow it; re-raise it if you catch everything.
+    """
+
+    def __init__(self, input: dict[str, Any], upgrade: bool) -> None:
+        super().__init__("continue as new")
+        self.input = input
+        self.upgrade = upgrade
 
 
 def error_info(exc: BaseException, *, with_traceback: bool = False) -> ErrorInfo:
@@ -218,6 +231,8 @@ class Attempt(Context):
             return {"outcome": "mismatch", "mismatch": mismatch.to_json()}
         if self._dry_run:
             return {"outcome": "compatible", "replayed": self._next_index}
+        if isinstance(exc, ContinueAsNew):
+            return {"outcome": "continue_as_new", "input": exc.input, "upgrade": exc.upgrade}
         if exc is not None:
             return {"outcome": "failed", "error": error_info(exc, with_traceback=True)}
         try:
@@ -607,6 +622,29 @@ class Attempt(Context):
             return agent.output.validate_json(text)
         except ValidationError as exc:
             raise AgentError(agent.name, f"its final answer is not a valid {agent.output_type!r}: {exc}") from None
+
+    def continue_as_new(self, input: dict[str, Any] | None = None, /, *, upgrade: bool = True) -> NoReturn:
+        assert self._workflow is not None
+        payload = to_jsonable_python(input or {})
+        validated_input(self._workflow, payload)
+        args = {"input": payload, "upgrade": upgrade}
+        command = Command(EntryKind.CONTINUE_AS_NEW, self._workflow.name, args_digest(args))
+        index, decision = self._issue(command)
+        if decision.action is Action.MISMATCH:
+            raise _Stop
+        if decision.action is Action.EXECUTE:
+            self._buffer.append(
+                {
+                    "index": index,
+                    "kind": command.kind,
+                    "name": command.name,
+                    "args_digest": command.args_digest,
+                    "completed": True,
+                    "args": args,
+                    "result": None,
+                }
+            )
+        raise ContinueAsNew(payload, upgrade)
 
     def child(
         self, workflow: Callable[..., Awaitable[T]] | str, input: dict[str, Any] | None = None, /

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from tether.sdk.agents import AgentDefinition
@@ -99,6 +99,14 @@ class Context(ABC):
 
         Raises:
             AgentError: no valid final answer within the agent's ``max_turns``.
+        """
+
+    @abstractmethod
+    def continue_as_new(self, input: dict[str, Any] | None = None, /, *, upgrade: bool = True) -> NoReturn:
+        """End this run and start a linked one with ``input``: the safe point for a long run.
+
+        With ``upgrade`` (the default) the new run is pinned to what the run's environment
+        names now; without it, to this run's deployment. Journaled, and never returns.
         """
 
     @abstractmethod

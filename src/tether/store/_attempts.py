@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.core.journal import EntryKind
+from tether.core.routing import draw
 from tether.core.status import RunStatus
 from tether.errors import FencedError
 from tether.protocol import Completion, ErrorInfo, NewEntry
@@ -19,6 +20,8 @@ from tether.store.records import (
     Run,
     _dumps,
     _loads,
+    _targets,
+    new_run_id,
 )
 
 
@@ -290,11 +293,29 @@ class AttemptOps(Ops):
                     "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
                     (_dumps(outcome.get("error")), now, run_id),
                 )
+            elif kind == "continue_as_new":
+                following = self._continue(tx, run_id, outcome.get("input") or {}, bool(outcome.get("upgrade", True)))
+                self._terminate(tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following})
             else:
                 raise ValueError(f"unknown attempt outcome {kind!r}")
             return Run.from_row(self._run_row(tx, None, run_id))
 
         return await self.backend.write(op)
+
+    def _continue(self, tx: Tx, run_id: str, input: Any, upgrade: bool) -> str:
+        """Start the run that continues ``run_id``: on the environment's current deployment if
+        ``upgrade`` (and the run came through an environment that still exists), else on the
+        same deployment."""
+        run = Run.from_row(self._run_row(tx, None, run_id))
+        following = new_run_id()
+        deployment_id = run.deployment_id
+        if upgrade and run.env is not None:
+            row = tx.one("SELECT targets FROM environments WHERE tenant_id = ? AND name = ?", (run.tenant_id, run.env))
+            if row is not None:
+                deployment_id = draw(_targets(row["targets"]), following)
+        self._insert_run(tx, following, run.tenant_id, deployment_id, run.workflow, input, run.env, None, None, None)
+        tx.execute("UPDATE runs SET linked_from = ?, link_kind = 'continue_as_new' WHERE id = ?", (run_id, following))
+        return following
 
     async def fire_timers(self, now: float, limit: int = 1000) -> int:
         """Complete the waiting entries whose timers are due; wake their runs.

@@ -51,8 +51,9 @@ class RunResult:
     """Where a run driven by :class:`WorkflowHarness` stopped."""
 
     outcome: str
-    """``completed``, ``failed``, ``mismatch``, ``fenced``, or ``suspended`` when the run
-    waits on something only the test can provide (a signal, or a child that waits on one)."""
+    """``completed``, ``failed``, ``mismatch``, ``fenced``, ``continue_as_new`` (the output is
+    then ``{"input", "upgrade"}`` of the next run), or ``suspended`` when the run waits on
+    something only the test can provide (a signal, or a child that waits on one)."""
     output: Any = None
     """The workflow's JSON output when ``completed``."""
     error: ErrorInfo | None = None
@@ -181,9 +182,10 @@ class WorkflowHarness:
                 continue
             if outcome == "suspended" and (self._woken(response) or await self._run_children()):
                 continue
+            continued = {"input": response.get("input"), "upgrade": response.get("upgrade")}
             self._last = RunResult(
                 outcome=outcome,
-                output=response.get("output"),
+                output=continued if outcome == "continue_as_new" else response.get("output"),
                 error=response.get("error"),
                 mismatch=response.get("mismatch"),
                 waiting_on=list(response.get("waiting_on", [])),
