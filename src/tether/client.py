@@ -107,6 +107,13 @@ class Client:
         )
         return result
 
+    async def register(self, url: str, *, secret: str, env: str | None = None) -> dict[str, Any]:
+        """Record the endpoint at ``url`` (``tether serve``) as a deployment, routing ``env``."""
+        result: dict[str, Any] = await self.request(
+            "POST", "/v1/deployments", json={"url": url, "secret": secret}, params={"env": env}
+        )
+        return result
+
     async def deployments(self) -> list[dict[str, Any]]:
         """Every deployment with status, environments and runs in flight."""
         return list((await self.request("GET", "/v1/deployments"))["deployments"])

@@ -12,6 +12,8 @@ Bodies are plain JSON objects; these TypedDicts document them and type the code.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any, Literal, NotRequired, TypedDict
 
 PROTOCOL_VERSION = 1
@@ -123,3 +125,17 @@ def manifest_refusal(served_digest: str, request: InvokeRequest) -> dict[str, st
         "code": "manifest_mismatch",
         "message": f"endpoint serves manifest {served_digest[:12]}, run pinned to {pinned[:12]}",
     }
+
+
+SIGNATURE_HEADER = "x-tether-signature"
+"""Carries ``sha256=<hex HMAC of the request body>`` on every runtime request to an endpoint."""
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header's value for ``body`` (a GET signs its path)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signed(secret: str, body: bytes, signature: str | None) -> bool:
+    """Whether ``signature`` is the one ``secret`` gives ``body``."""
+    return signature is not None and hmac.compare_digest(sign(secret, body), signature)

@@ -150,3 +150,25 @@ def check(settings: Settings, deployment: str, workflow: str | None, runs: tuple
             console.print(f"  {verdict['run_id']} ({verdict['workflow']}): [red]{problem.get('message')}[/red]")
     if result["incompatible"]:
         sys.exit(EXIT_REFUSED)
+
+
+@deployments.command()
+@click.argument("url")
+@click.option(
+    "--secret",
+    envvar="TETHER_ENDPOINT_SECRET",
+    required=True,
+    help="The secret the endpoint was started with (or TETHER_ENDPOINT_SECRET).",
+)
+@click.option("--env", "env", default=None, help="Environment to point at the deployment.")
+@pass_settings
+def register(settings: Settings, url: str, secret: str, env: str | None) -> None:
+    """Record the endpoint at URL ('tether serve') as an immutable deployment."""
+    result = call(settings, lambda c: c.register(url, secret=secret, env=env))
+    if settings.as_json:
+        emit_json(result)
+        return
+    verb = "created" if result["created"] else "unchanged, already registered as"
+    console.print(f"deployment {verb} [bold]{result['label']}[/bold] ({result['id']}) at {url}")
+    if env:
+        console.print(f"{env} -> {result['label']}")

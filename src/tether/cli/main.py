@@ -10,6 +10,7 @@ from tether.cli.audit import audit
 from tether.cli.deployments import deploy, deployments
 from tether.cli.env import env
 from tether.cli.runs import run, runs, signal
+from tether.cli.serve import serve
 from tether.cli.server import server
 from tether.client import default_url
 
@@ -24,7 +25,7 @@ def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
     ctx.obj = Settings(url or default_url(), as_json)
 
 
-for command in (server, deploy, deployments, env, run, runs, signal, audit):
+for command in (server, serve, deploy, deployments, env, run, runs, signal, audit):
     cli.add_command(command)
 
 

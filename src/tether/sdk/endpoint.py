@@ -22,12 +22,14 @@ from tether.protocol import (
     INVOKE_PATH,
     MANIFEST_PATH,
     PROTOCOL_VERSION,
+    SIGNATURE_HEADER,
     AppendResponse,
     Completion,
     InvokeRequest,
     NewEntry,
     journal_path,
     manifest_refusal,
+    signed,
 )
 from tether.sdk._attempt import Attempt
 from tether.sdk.app import App
@@ -58,8 +60,17 @@ class HttpJournalSink:
         return answer["completions"]
 
 
-def create_endpoint(app: App) -> Starlette:
-    """Build the ASGI app serving ``app``'s manifest and invocations."""
+UNSIGNED = {"error": {"code": "unauthenticated", "message": "the request is not signed with this endpoint's secret"}}
+
+
+def create_endpoint(app: App, *, secret: str) -> Starlette:
+    """Build the ASGI app serving ``app``'s manifest and invocations.
+
+    Every request must carry the HMAC of its body (a GET: of its path) under ``secret``, the
+    secret the deployment was registered with; anything else is refused with 401.
+    """
+    if not secret:
+        raise ValueError("an endpoint needs a secret: the runtime signs every request with it")
     manifest = app.manifest()
     digest = app.manifest_digest()
     manifest_body = _json.dumps({"manifest": manifest, "digest": digest, "protocol": PROTOCOL_VERSION})
@@ -71,12 +82,17 @@ def create_endpoint(app: App) -> Starlette:
             state["client"] = client
             yield
 
-    async def get_manifest(_: Request) -> Response:
+    async def get_manifest(request: Request) -> Response:
+        if not signed(secret, MANIFEST_PATH.encode(), request.headers.get(SIGNATURE_HEADER)):
+            return _respond(UNSIGNED, 401)
         return Response(manifest_body, media_type="application/json")
 
     async def invoke(request: Request) -> Response:
+        raw = await request.body()
+        if not signed(secret, raw, request.headers.get(SIGNATURE_HEADER)):
+            return _respond(UNSIGNED, 401)
         try:
-            body: InvokeRequest = _json.loads(await request.body())
+            body: InvokeRequest = _json.loads(raw)
         except _json.JSONDecodeError:
             return _respond({"error": {"code": "bad_request", "message": "body is not JSON"}}, 400)
         refusal = manifest_refusal(digest, body)

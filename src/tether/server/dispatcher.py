@@ -21,7 +21,7 @@ import httpx
 
 from tether import _json
 from tether.errors import BundleError, FencedError
-from tether.protocol import INVOKE_PATH, InvokeRequest
+from tether.protocol import INVOKE_PATH, SIGNATURE_HEADER, InvokeRequest, sign
 from tether.server._link import LinkClosedError
 from tether.server.workers import WorkerPool
 from tether.store.base import AttemptStart, Deployment, Run, Store
@@ -254,7 +254,7 @@ class Dispatcher:
         if deployment.kind == "endpoint":
             assert deployment.url is not None
             request["journal"] = [e.to_json() for e in start.journal]
-            return await self._invoke_http(deployment.url, request)
+            return await self._invoke_http(deployment.url, deployment.secret or "", request)
         assert deployment.bundle_digest is not None and deployment.app_ref is not None
         digest = deployment.bundle_digest
         try:
@@ -281,15 +281,17 @@ class Dispatcher:
         response: dict[str, Any] = answer["response"]
         return response
 
-    async def _invoke_http(self, url: str, request: InvokeRequest) -> dict[str, Any]:
+    async def _invoke_http(self, url: str, secret: str, request: InvokeRequest) -> dict[str, Any]:
+        body = _json.dumps(request)
         response = await self._http.post(
             url.rstrip("/") + INVOKE_PATH,
-            content=_json.dumps(request),
-            headers={"content-type": "application/json"},
+            content=body,
+            headers={"content-type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
         )
-        if response.status_code == 409:
-            body = response.json()
-            return {"outcome": "stuck", "error": {"type": "ManifestMismatch", "message": body["error"]["message"]}}
+        if response.status_code in (401, 409):
+            # Code swapped under the URL, or a secret that no longer matches: stop loudly.
+            kind = "ManifestMismatch" if response.status_code == 409 else "EndpointRefused"
+            return {"outcome": "stuck", "error": {"type": kind, "message": response.json()["error"]["message"]}}
         response.raise_for_status()
         outcome: dict[str, Any] = _json.loads(response.content)
         return outcome

@@ -13,13 +13,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 
-from tether import _bundle
+from tether import _bundle, _json
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import BadRequestError, BundleError, ConflictError, NotFoundError, PayloadTooLargeError, SchemaError
+from tether.protocol import MANIFEST_PATH, SIGNATURE_HEADER, sign
 from tether.server.dispatcher import Dispatcher
 from tether.server.workers import WorkerPool
 from tether.store.base import Deployment, Environment, Run, Store
@@ -150,6 +152,47 @@ class Runtime:
             app_ref=ref,
             bundle=data,
             bundle_digest=digest,
+            env=env,
+        )
+
+    async def register(
+        self, tenant_id: str, url: str, *, secret: str, env: str | None, actor: str
+    ) -> tuple[Deployment, bool]:
+        """Record a user-hosted endpoint as an immutable deployment (its manifest, read now).
+
+        Raises:
+            BadRequestError: the URL or secret is unusable, or the endpoint cannot be read.
+        """
+        if not url.startswith(("http://", "https://")):
+            raise BadRequestError(f"{url!r} is not an http(s) URL of a tether endpoint ('tether serve')")
+        if not secret:
+            raise BadRequestError("registering an endpoint needs the secret it was started with (--secret)")
+        if env is not None:
+            check_name("environment", env)
+        url = url.rstrip("/")
+        try:
+            async with httpx.AsyncClient(timeout=30.0) as client:
+                response = await client.get(
+                    url + MANIFEST_PATH, headers={SIGNATURE_HEADER: sign(secret, MANIFEST_PATH.encode())}
+                )
+        except httpx.TransportError as exc:
+            raise BadRequestError(f"cannot reach the endpoint at {url}: {exc}") from None
+        if response.status_code != 200:
+            raise BadRequestError(f"the endpoint at {url} answered {response.status_code}: {response.text[:300]}")
+        body = _json.loads(response.content)
+        manifest = body["manifest"]
+        digest_of_manifest = manifest_digest(manifest)
+        if digest_of_manifest != body.get("digest"):
+            raise BadRequestError("the endpoint reported a manifest whose digest does not match its content")
+        return await self.store.create_deployment(
+            tenant_id,
+            deployment_id=deployment_id(f"url:{url}", digest_of_manifest),
+            kind="endpoint",
+            manifest=manifest,
+            manifest_digest=digest_of_manifest,
+            actor=actor,
+            url=url,
+            secret=secret,
             env=env,
         )
 

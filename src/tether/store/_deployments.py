@@ -41,6 +41,7 @@ class DeploymentOps(Ops):
         bundle: bytes | None = None,
         bundle_digest: str | None = None,
         url: str | None = None,
+        secret: str | None = None,
         env: str | None = None,
     ) -> tuple[Deployment, bool]:
         """Record a deployment (idempotently) and, in the same transaction, point ``env`` at it.
@@ -72,7 +73,8 @@ class DeploymentOps(Ops):
                 seq = (seq_row["seq"] if seq_row else 0) + 1
                 tx.execute(
                     "INSERT INTO deployments (tenant_id, id, label, seq, kind, app_ref, url, bundle_digest, "
-                    "manifest_digest, manifest, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "manifest_digest, manifest, created_at, created_by, secret) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant_id,
                         deployment_id,
@@ -86,6 +88,7 @@ class DeploymentOps(Ops):
                         _dumps(manifest),
                         now,
                         actor,
+                        secret,
                     ),
                 )
                 self._audit(

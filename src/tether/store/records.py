@@ -41,6 +41,8 @@ class Deployment:
     created_at: float
     created_by: str
     removed_at: float | None
+    secret: str | None = None
+    """A registered endpoint's shared secret (never shown by the API)."""
 
     @classmethod
     def from_row(cls, row: Row) -> Deployment:
@@ -58,6 +60,7 @@ class Deployment:
             created_at=row["created_at"],
             created_by=row["created_by"],
             removed_at=row["removed_at"],
+            secret=row["secret"],
         )
 
     def to_json(self, *, with_manifest: bool = False) -> dict[str, Any]:

@@ -19,11 +19,21 @@ async def create_deployment(request: Request) -> Response:
 
     Answers 201 with a new deployment, 200 when identical content was deployed before.
     """
-    data = await read_body(request, MAX_BUNDLE_BYTES)
     env = request.query_params.get("env") or None
-    deployment, created = await runtime(request).deploy(
-        tenant(request), data, app_ref=request.query_params.get("app") or None, env=env, actor=actor(request)
-    )
+    if request.headers.get("content-type", "").startswith("application/json"):
+        # A JSON body registers a user-hosted endpoint: {"url": ..., "secret": ...}.
+        body = await read_json(request)
+        url, secret = _str_field(body, "url"), _str_field(body, "secret")
+        if url is None or secret is None:
+            raise BadRequestError('register an endpoint with {"url": URL, "secret": SECRET}')
+        deployment, created = await runtime(request).register(
+            tenant(request), url, secret=secret, env=env, actor=actor(request)
+        )
+    else:
+        data = await read_body(request, MAX_BUNDLE_BYTES)
+        deployment, created = await runtime(request).deploy(
+            tenant(request), data, app_ref=request.query_params.get("app") or None, env=env, actor=actor(request)
+        )
     body = deployment.to_json()
     body["created"] = created
     body["env"] = env

@@ -1,0 +1,117 @@
+"""Registered endpoints: 'tether serve' + 'deployments register'; signed requests; swapped code stops runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ServerProcess
+from tether.errors import ApiError
+
+APP = '''
+from pydantic import BaseModel
+import tether
+
+app = tether.App("hosted")
+
+class Go(BaseModel):
+    ok: bool
+
+@app.function
+async def double(n: int) -> int:
+    """{DOC}"""
+    return n * 2
+
+@app.workflow(signals={{"go": Go}})
+async def job(ctx: tether.Context, n: int) -> int:
+    """Doubles n once it may."""
+    value = await ctx.step(double, n)
+    await ctx.signal("go")
+    return value
+'''
+SECRET = "s3cret-for-tests"
+
+
+class Endpoint:
+    def __init__(self, app_dir: Path, log: Path) -> None:
+        self.app_dir, self.log = app_dir, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, port: int = 0) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tether", "serve", "--app-dir", str(self.app_dir), "--port", str(port)],
+                stdout=out,
+                stderr=out,
+                env={**os.environ, "TETHER_ENDPOINT_SECRET": SECRET},
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = re.findall(r"listening on (http://\S+)", self.log.read_text())
+            if found and (port == 0 or found[-1].endswith(f":{port}")) and len(found) >= self.starts:
+                self.url = found[-1]
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        raise AssertionError(self.log.read_text())
+
+    starts = 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def endpoint(make_app: Callable[..., Path], tmp_path: Path) -> Iterator[Endpoint]:
+    hosted = Endpoint(make_app("hosted", APP.format(DOC="Doubles a number.")), tmp_path / "endpoint.log")
+    hosted.start()
+    yield hosted
+    hosted.stop()
+
+
+def test_a_registered_endpoint_serves_runs_and_a_code_swap_stops_them(
+    server: ServerProcess, endpoint: Endpoint
+) -> None:
+    with pytest.raises(ApiError) as wrong:
+        server.call(lambda c: c.register(endpoint.url, secret="not-it"))
+    assert wrong.value.http_status == 400 and "401" in wrong.value.message
+    assert server.table_counts()["deployments"] == 0
+
+    dep = server.call(lambda c: c.register(endpoint.url, secret=SECRET, env="prod"))
+    assert (dep["kind"], dep["url"], dep["label"], dep["created"]) == ("endpoint", endpoint.url, "v1", True)
+    assert "secret" not in dep and "secret" not in server.call(lambda c: c.deployment("v1"))
+    again = server.call(lambda c: c.register(endpoint.url, secret=SECRET))
+    assert (again["id"], again["created"]) == (dep["id"], False)
+
+    # An unsigned request is refused by the endpoint itself.
+    assert httpx.post(endpoint.url + "/tether/invoke", json={}).status_code == 401
+
+    first = server.call(lambda c: c.start_run("job", {"n": 21}, env="prod"))
+    server.wait_for(first["id"], {"suspended"})
+    server.call(lambda c: c.signal(first["id"], "go", {"ok": True}))
+    assert server.call(lambda c: c.result(first["id"], wait=30))["output"] == 42
+
+    second = server.call(lambda c: c.start_run("job", {"n": 5}, env="prod"))
+    server.wait_for(second["id"], {"suspended"})
+    # The code behind the URL changes (a tool's description): the next invoke is refused.
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    endpoint.stop()
+    (endpoint.app_dir / "app.py").write_text(APP.format(DOC="Doubles a number, now faster."))
+    endpoint.starts = 2
+    endpoint.start(port)
+    server.call(lambda c: c.signal(second["id"], "go", {"ok": True}))
+    stuck = server.wait_for(second["id"], {"stuck", "completed", "failed"})
+    assert stuck["status"] == "stuck" and stuck["stuck_reason"]["type"] == "ManifestMismatch"
+    assert re.fullmatch(r"endpoint serves manifest \w{12}, run pinned to \w{12}", stuck["stuck_reason"]["message"])
