@@ -6,7 +6,8 @@ The tree::
     ├── TerminalError                 terminal             (user code: never retried)
     │   ├── StepFailedError           step_failed          (a step failed for good)
     │   ├── ChildFailedError          child_failed         (a child run failed)
-    │   └── AgentError                agent_failed         (no valid final answer)
+    │   ├── AgentError                agent_failed         (no valid final answer)
+    │   └── RunCancelledError         cancelled            (the run is being cancelled)
     ├── SignalTimeoutError            signal_timeout       (also a TimeoutError)
     ├── JournalMismatchError          journal_mismatch     409
     ├── BadRequestError               bad_request          400
@@ -90,6 +91,20 @@ class AgentError(TerminalError):
         """Name the agent and what went wrong."""
         super().__init__(f"agent {agent}: {message}")
         self.agent = agent
+
+
+class RunCancelledError(TerminalError):
+    """The run is being cancelled: raised at its waits (``sleep``, ``signal``).
+
+    Catch it to compensate (steps still run), then re-raise it, or return: a run that ends by
+    raising it is ``cancelled``.
+    """
+
+    code = "cancelled"
+
+    def __init__(self) -> None:
+        """The run was cancelled by an operator."""
+        super().__init__("the run was cancelled")
 
 
 class SignalTimeoutError(TetherError, TimeoutError):

@@ -79,7 +79,7 @@ def test_append_to_a_run_that_is_not_running_is_fenced(store, kit, run):
         with pytest.raises(FencedError):
             await store.append(pending.id, 0, [kit.step(0)])
         start = await kit.claim(pending.id)
-        await store.cancel_run(kit.tenant, start.run.id, actor="alice")
+        await store.kill_run(kit.tenant, start.run.id, actor="alice")
         with pytest.raises(FencedError):
             await store.append(start.run.id, 1, [kit.step(0)])
         with pytest.raises(FencedError):

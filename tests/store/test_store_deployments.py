@@ -99,7 +99,7 @@ def test_remove_deployment_refused_while_runs_in_flight(store, kit, run):
         await kit.deploy("dep-b", env="prod")
         with pytest.raises(ConflictError, match=pinned.id):
             await store.remove_deployment(kit.tenant, "dep-a", "alice")
-        await store.cancel_run(kit.tenant, pinned.id, actor="alice")
+        await store.kill_run(kit.tenant, pinned.id, actor="alice")
         removed = await store.remove_deployment(kit.tenant, "dep-a", "alice")
         assert removed.removed_at is not None
 
@@ -144,7 +144,7 @@ def test_list_deployments_lifecycle(store, kit, run):
         listed = {d["id"]: d for d in await store.list_deployments(kit.tenant)}
         assert (listed["dep-a"]["status"], listed["dep-a"]["in_flight"]) == ("draining", 1)
         other = second if start[0].run.id == first.id else first
-        await store.cancel_run(kit.tenant, other.id, actor="alice")
+        await store.kill_run(kit.tenant, other.id, actor="alice")
         listed = {d["id"]: d for d in await store.list_deployments(kit.tenant)}
         assert (listed["dep-a"]["status"], listed["dep-a"]["in_flight"]) == ("drained", 0)
 

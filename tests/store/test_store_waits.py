@@ -284,7 +284,7 @@ def test_failed_child_completes_the_parent_entry_with_its_error(store, kit, run)
     run(body)
 
 
-def test_cancel_cascades_to_unfinished_children_and_is_audited(store, kit, run):
+def test_kill_cascades_to_unfinished_children_and_is_audited(store, kit, run):
     async def body():
         await kit.deploy("dep-a", env="prod")
         parent = await kit.started()
@@ -294,14 +294,14 @@ def test_cancel_cascades_to_unfinished_children_and_is_audited(store, kit, run):
         await store.finish_attempt(f"{parent.run.id}.0", 1, {"outcome": "completed", "output": "shipped"})
         await store.append(f"{parent.run.id}.1", 1, [kit.child(0)])
 
-        cancelled = await store.cancel_run(kit.tenant, parent.run.id, actor="alice", reason="customer left")
-        assert cancelled.status == RunStatus.CANCELLED
+        killed = await store.kill_run(kit.tenant, parent.run.id, actor="alice", reason="customer left")
+        assert killed.status == RunStatus.KILLED
         statuses = {r.id: r.status for r in await store.list_runs(kit.tenant)}
         assert statuses == {
-            parent.run.id: RunStatus.CANCELLED,
+            parent.run.id: RunStatus.KILLED,
             f"{parent.run.id}.0": RunStatus.COMPLETED,
-            f"{parent.run.id}.1": RunStatus.CANCELLED,
-            f"{parent.run.id}.1.0": RunStatus.CANCELLED,
+            f"{parent.run.id}.1": RunStatus.KILLED,
+            f"{parent.run.id}.1.0": RunStatus.KILLED,
         }
         assert await store.claim_ready(time.time() + 3600, 10) == []
         # The attempts in flight are fenced off.
@@ -309,7 +309,7 @@ def test_cancel_cascades_to_unfinished_children_and_is_audited(store, kit, run):
             await store.append(parent.run.id, 1, [kit.step(2)])
         with pytest.raises(FencedError):
             await store.append(f"{parent.run.id}.1", 1, [kit.step(1)])
-        [audit] = [a for a in await store.audit(kit.tenant) if a["action"] == "run.cancel"]
+        [audit] = [a for a in await store.audit(kit.tenant) if a["action"] == "run.kill"]
         assert (audit["actor"], audit["target"]) == ("alice", parent.run.id)
         assert audit["details"] == {"reason": "customer left", "status_before": "running"}
         with pytest.raises(ConflictError):
@@ -349,5 +349,37 @@ def test_suspending_on_a_child_finished_meanwhile_keeps_the_run_ready(store, kit
         after = await store.finish_attempt(parent.run.id, 1, {"outcome": "suspended", "waiting_on": [0]})
         assert after is not None
         assert (after.ready_at is not None, after.status != RunStatus.SUSPENDED) == (True, True)
+
+    run(body)
+
+
+def test_cancel_fails_the_waits_and_a_run_ending_with_it_is_cancelled(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        start = await kit.started()
+        await store.append(start.run.id, 1, [kit.wait_signal(0, "approval"), kit.sleep(1, 3600)])
+        await store.finish_attempt(start.run.id, 1, {"outcome": "suspended", "waiting_on": [0, 1]})
+
+        requested = await store.cancel_run(kit.tenant, start.run.id, actor="alice", reason="changed my mind")
+        assert requested.status == RunStatus.SUSPENDED and requested.ready_at is not None
+        journal = await store.journal(kit.tenant, start.run.id)
+        assert [(e.completed, e.error) for e in journal] == [
+            (True, {"type": "Cancelled", "message": "the run was cancelled"}),
+            (True, {"type": "Cancelled", "message": "the run was cancelled"}),
+        ]
+        assert (await store.table_counts())["timers"] == 0
+        # The next attempt compensates; any new wait fails at once; ending with the error cancels.
+        resumed = await kit.claim(start.run.id)
+        result = await store.append(start.run.id, resumed.run.attempt, [kit.step(2), kit.wait_signal(3, "other")])
+        assert result.completions == [
+            {"index": 3, "result": None, "error": {"type": "Cancelled", "message": "the run was cancelled"}}
+        ]
+        error = {"type": "RunCancelledError", "message": "the run was cancelled"}
+        ended = await store.finish_attempt(start.run.id, resumed.run.attempt, {"outcome": "failed", "error": error})
+        assert ended is not None and ended.status == RunStatus.CANCELLED
+
+        other = await kit.started()
+        await store.pause_run(kit.tenant, other.run.id, actor="alice")
+        assert (await store.cancel_run(kit.tenant, other.run.id, actor="alice")).status == RunStatus.CANCELLED
 
     run(body)

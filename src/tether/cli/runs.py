@@ -169,7 +169,7 @@ def show(settings: Settings, run_id: str) -> None:
 @click.option("--reason", default=None, help="Why (recorded in the audit log).")
 @pass_settings
 def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
-    """Cancel a run and its unfinished children."""
+    """Cancel a run cooperatively: its waits raise RunCancelledError so it can compensate."""
     r = call(settings, lambda c: c.cancel(run_id, reason=reason))
     if settings.as_json:
         emit_json(r)

@@ -35,6 +35,7 @@ from tether.errors import (
     AgentError,
     ChildFailedError,
     FencedError,
+    RunCancelledError,
     SchemaError,
     SignalTimeoutError,
     StepFailedError,
@@ -87,6 +88,11 @@ def error_info(exc: BaseException, *, with_traceback: bool = False) -> ErrorInfo
     if with_traceback:
         info["traceback"] = "".join(traceback.format_exception(exc))
     return info
+
+
+def _sleep_revive(result: Any, error: ErrorInfo | None) -> None:
+    if error is not None and error["type"] == "Cancelled":
+        raise RunCancelledError
 
 
 def _seconds(value: timedelta | float) -> float:
@@ -523,7 +529,7 @@ class Attempt(Context):
         command = Command(EntryKind.SLEEP, "sleep", args_digest(args))
         index, decision = self._issue(command)
         entry = self._pending_entry(index, command, args)
-        return self._waiting(index, decision, entry, lambda result, error: None)
+        return self._waiting(index, decision, entry, _sleep_revive)
 
     def signal(self, name: str, /, *, timeout: timedelta | float | None = None) -> Awaitable[Any]:
         assert self._workflow is not None
@@ -539,6 +545,8 @@ class Attempt(Context):
 
         def revive(result: Any, error: ErrorInfo | None) -> Any:
             if error is not None:
+                if error["type"] == "Cancelled":
+                    raise RunCancelledError
                 raise SignalTimeoutError(name)
             return adapter.validate_python(result)
 

@@ -10,7 +10,7 @@ from tether.core.routing import draw
 from tether.core.status import RunStatus
 from tether.errors import FencedError
 from tether.protocol import Completion, ErrorInfo, NewEntry
-from tether.store._ops import MAX_INDEX, REPLAY_COLUMNS_SQL, Ops, _now
+from tether.store._ops import CANCELLED, MAX_INDEX, REPLAY_COLUMNS_SQL, Ops, _now
 from tether.store.backend import Tx
 from tether.store.records import (
     AppendResult,
@@ -87,7 +87,9 @@ class AttemptOps(Ops):
 
     def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
         row = tx.one(
-            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at FROM runs WHERE id = ?", (run_id,)
+            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested FROM runs "
+            "WHERE id = ?",
+            (run_id,),
         )
         if row is None:
             raise FencedError(f"no run {run_id}")
@@ -203,6 +205,10 @@ class AttemptOps(Ops):
         self, tx: Tx, run: Row, index: int, kind: str, name: str, args: Any, now: float
     ) -> Completion | None:
         args = args or {}
+        if run["cancel_requested"]:
+            # A cancelled run's waits fail at once: the code sees RunCancelledError and may clean up.
+            self._complete_entry(tx, run["id"], index, None, CANCELLED, now)
+            return {"index": index, "result": None, "error": CANCELLED}
         if kind == EntryKind.SLEEP:
             seconds = float(args.get("seconds", 0))
             if seconds <= 0:
@@ -262,7 +268,12 @@ class AttemptOps(Ops):
             if kind == "completed":
                 self._terminate(tx, run_id, RunStatus.COMPLETED, now, output=outcome.get("output"))
             elif kind == "failed":
-                self._terminate(tx, run_id, RunStatus.FAILED, now, error=outcome.get("error"))
+                error = outcome.get("error") or {}
+                cancelled = (
+                    error.get("type") == "RunCancelledError" and self._run_row(tx, None, run_id)["cancel_requested"]
+                )
+                status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
+                self._terminate(tx, run_id, status, now, error=error)
             elif kind == "mismatch":
                 tx.execute(
                     "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",

@@ -26,6 +26,10 @@ REPLAY_COLUMNS_SQL = (
 """What an attempt needs of its journal: identity and outcome, not arguments or timestamps."""
 
 
+CANCELLED: ErrorInfo = {"type": "Cancelled", "message": "the run was cancelled"}
+"""What the waits of a cancelled run complete with."""
+
+
 def _now() -> float:
     return time.time()
 

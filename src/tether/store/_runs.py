@@ -9,7 +9,7 @@ from tether.core.journal import EntryKind, JournalEntry
 from tether.core.routing import draw
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import ConflictError, NotFoundError
-from tether.store._ops import Ops, _now
+from tether.store._ops import CANCELLED, Ops, _now
 from tether.store.backend import Tx
 from tether.store.records import (
     Deployment,
@@ -196,7 +196,12 @@ class RunOps(Ops):
         return await self.backend.write(op)
 
     async def cancel_run(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None = None) -> Run:
-        """Cancel a run and its unfinished children; a running attempt is fenced off.
+        """Cancel a run cooperatively, and its unfinished children.
+
+        Every wait of the run (sleep, signal, child), open now or issued later, completes with
+        a ``Cancelled`` error: the code sees ``RunCancelledError`` at that await and may run
+        compensation before it ends; a run that ends by raising it is ``cancelled``. A stuck
+        or paused run, which cannot run code, is cancelled at once.
 
         Raises:
             ConflictError: the run has already ended.
@@ -207,7 +212,10 @@ class RunOps(Ops):
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is already {run.status.value}")
             now = _now()
-            self._end_tree(tx, run_id, RunStatus.CANCELLED, now)
+            if run.status in (RunStatus.STUCK, RunStatus.PAUSED):
+                self._end_tree(tx, run_id, RunStatus.CANCELLED, now)
+            else:
+                self._request_cancel(tx, run_id, now)
             self._audit(
                 tx, tenant_id, actor, "run.cancel", run_id, {"reason": reason, "status_before": run.status.value}
             )
@@ -231,6 +239,21 @@ class RunOps(Ops):
             return Run.from_row(self._run_row(tx, tenant_id, run_id))
 
         return await self.backend.write(op)
+
+    def _request_cancel(self, tx: Tx, run_id: str, now: float) -> None:
+        for child in tx.all("SELECT id, status FROM runs WHERE parent_run_id = ?", (run_id,)):
+            if child["status"] not in {s.value for s in TERMINAL}:
+                self._request_cancel(tx, child["id"], now)
+        tx.execute("UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, run_id))
+        for entry in tx.all(
+            "SELECT idx, kind FROM journal WHERE run_id = ? AND completed = 0 AND kind <> 'child'", (run_id,)
+        ):
+            self._complete_entry(tx, run_id, entry["idx"], None, CANCELLED, now)
+        row = self._run_row(tx, None, run_id)
+        if row["status"] == RunStatus.SUSPENDED:
+            self._wake(tx, run_id, now)
+        elif row["status"] == RunStatus.PENDING and row["ready_at"] is None:
+            tx.execute("UPDATE runs SET ready_at = ? WHERE id = ?", (now, run_id))
 
     def _end_tree(self, tx: Tx, run_id: str, status: RunStatus, now: float) -> None:
         for child in tx.all("SELECT id, status FROM runs WHERE parent_run_id = ?", (run_id,)):
