@@ -53,3 +53,18 @@ def test_continue_as_new_upgrades_to_the_current_deployment(
         server.wait_for(follower["id"], {"suspended"})
         server.call(lambda c, f=follower: c.signal(f["id"], "go", {"ok": True}))
         assert server.call(lambda c, f=follower: c.result(f["id"], wait=30))["output"] == {"n": 1, "version": version}
+
+
+def test_continue_as_new_refuses_a_deployment_without_the_workflow(
+    server: ServerProcess, make_app: Callable[..., Path]
+) -> None:
+    server.call(lambda c: c.deploy(make_app("v1", APP.format(VERSION="v1")), env="prod"))
+    run = server.call(lambda c: c.start_run("cycle", {"n": 0, "until": 1}, env="prod"))
+    server.wait_for(run["id"], {"suspended"})
+    other = APP.format(VERSION="v2").replace("async def cycle(", "async def renamed(")
+    server.call(lambda c: c.deploy(make_app("v2", other), env="prod"))
+    server.call(lambda c: c.signal(run["id"], "go", {"ok": True}))
+    done = server.call(lambda c: c.result(run["id"], wait=30))
+    assert done["status"] == "failed" and done["error"]["type"] == "ContinueAsNewRefused"
+    assert done["error"]["message"] == "cannot continue as new on v2: it has no workflow 'cycle'"
+    assert len(server.call(lambda c: c.runs())) == 1

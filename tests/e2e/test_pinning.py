@@ -87,6 +87,14 @@ def test_runs_stay_pinned_to_the_deployment_they_started_on(
     assert listed["v1"]["status"] == "drained" and listed["v2"]["status"] == "active"
     assert listed["v2"]["environments"] == ["prod"]
 
+    # A drained deployment can be retired: its worker stops and its files go; history stays.
+    extracted = server.data_dir / "bundles" / v1["bundle_digest"]
+    assert extracted.is_dir()
+    removed = server.call(lambda c: c.remove_deployment("v1"))
+    assert removed["removed_at"] is not None and not extracted.exists()
+    assert server.call(lambda c: c.deployment("v1"))["status"] == "removed"
+    assert [e["kind"] for e in server.call(lambda c: c.journal(run_a["id"]))] == ["step", "signal", "step"]
+
 
 def test_identical_redeploy_is_the_same_deployment(server: ServerProcess, make_app: Callable[..., Path]) -> None:
     path = review_app(make_app, "v1", "10")

@@ -218,3 +218,20 @@ def test_unknown_env_is_not_found(store, kit, run):
             await store.get_env("globex", "prod")
 
     run(body)
+
+
+def test_rollback_never_points_at_a_removed_deployment_and_restores_are_audited(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await kit.deploy("dep-b", env="prod")
+        await store.remove_deployment(kit.tenant, "dep-a", "alice")
+        with pytest.raises(ConflictError, match="removed deployment"):
+            await store.rollback_env(kit.tenant, "prod", actor="alice")
+        assert [t.deployment_id for t in (await store.get_env(kit.tenant, "prod")).targets] == ["dep-b"]
+        await kit.deploy("dep-a")  # the same content again brings it back
+        await store.rollback_env(kit.tenant, "prod", actor="alice", reason="b is broken")
+        actions = {a["action"]: a for a in await store.audit(kit.tenant)}
+        assert actions["deployment.restore"]["target"] == "dep-a"
+        assert actions["env.rollback"]["details"]["reason"] == "b is broken"
+
+    run(body)

@@ -236,8 +236,12 @@ class Runtime:
         }
 
     async def remove(self, tenant_id: str, ref: str, actor: str) -> Deployment:
-        """Remove a drained deployment."""
-        return await self.store.remove_deployment(tenant_id, ref, actor)
+        """Remove a drained deployment: its worker stops and its extracted bundle goes too."""
+        removed = await self.store.remove_deployment(tenant_id, ref, actor)
+        digest = removed.bundle_digest
+        if digest is not None and await self.store.get_artifact(digest) is None:
+            await self.pool.retire(digest)
+        return removed
 
     # --- environments -----------------------------------------------------------------
 

@@ -137,6 +137,13 @@ class WorkerPool:
             shutil.rmtree(scratch, ignore_errors=True)
         return target
 
+    async def retire(self, bundle_digest: str) -> None:
+        """Stop the workers of a bundle whose artifact is gone, and delete its extracted copy."""
+        for worker in [w for w in self._workers.values() if w.key.startswith(f"{bundle_digest}:")]:
+            self._workers.pop(worker.key, None)
+            await self._stop(worker)
+        self.discard(bundle_digest)
+
     def discard(self, bundle_digest: str) -> None:
         """Remove an extracted bundle folder (after a failed deploy)."""
         shutil.rmtree(self._bundles / bundle_digest, ignore_errors=True)

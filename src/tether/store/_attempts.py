@@ -306,17 +306,20 @@ class AttemptOps(Ops):
                 )
             elif kind == "continue_as_new":
                 following = self._continue(tx, run_id, outcome.get("input") or {}, bool(outcome.get("upgrade", True)))
-                self._terminate(tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following})
+                if isinstance(following, str):
+                    self._terminate(tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following})
+                else:
+                    self._terminate(tx, run_id, RunStatus.FAILED, now, error=following)
             else:
                 raise ValueError(f"unknown attempt outcome {kind!r}")
             return Run.from_row(self._run_row(tx, None, run_id))
 
         return await self.backend.write(op)
 
-    def _continue(self, tx: Tx, run_id: str, input: Any, upgrade: bool) -> str:
+    def _continue(self, tx: Tx, run_id: str, input: Any, upgrade: bool) -> str | ErrorInfo:
         """Start the run that continues ``run_id``: on the environment's current deployment if
         ``upgrade`` (and the run came through an environment that still exists), else on the
-        same deployment."""
+        same deployment. Returns its id, or why it cannot start there (nothing is started)."""
         run = Run.from_row(self._run_row(tx, None, run_id))
         following = new_run_id()
         deployment_id = run.deployment_id
@@ -324,6 +327,11 @@ class AttemptOps(Ops):
             row = tx.one("SELECT targets FROM environments WHERE tenant_id = ? AND name = ?", (run.tenant_id, run.env))
             if row is not None:
                 deployment_id = draw(_targets(row["targets"]), following)
+        target = self._find_deployment(tx, run.tenant_id, deployment_id)
+        component = target.manifest.get("components", {}).get(run.workflow)
+        if target.removed_at is not None or component is None or component.get("kind") != "workflow":
+            why = "was removed" if target.removed_at is not None else f"has no workflow {run.workflow!r}"
+            return {"type": "ContinueAsNewRefused", "message": f"cannot continue as new on {target.label}: it {why}"}
         self._insert_run(tx, following, run.tenant_id, deployment_id, run.workflow, input, run.env, None, None, None)
         tx.execute("UPDATE runs SET linked_from = ?, link_kind = 'continue_as_new' WHERE id = ?", (run_id, following))
         return following

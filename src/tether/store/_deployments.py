@@ -60,6 +60,7 @@ class DeploymentOps(Ops):
                     "UPDATE deployments SET removed_at = NULL WHERE tenant_id = ? AND id = ?",
                     (tenant_id, deployment_id),
                 )
+                self._audit(tx, tenant_id, actor, "deployment.restore", deployment_id, {"label": row["label"]})
             if bundle is not None and bundle_digest is not None:
                 tx.execute(
                     "INSERT INTO artifacts (digest, size, data, created_at) VALUES (?, ?, ?, ?) "
@@ -238,7 +239,8 @@ class DeploymentOps(Ops):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (tenant_id, name, new, previous, action, actor, reason, now),
         )
-        self._audit(tx, tenant_id, actor, f"env.{action}", name, {"targets": _loads(new), "previous": _loads(previous)})
+        details = {"targets": _loads(new), "previous": _loads(previous), "reason": reason}
+        self._audit(tx, tenant_id, actor, f"env.{action}", name, details)
         return Environment(name, targets, now)
 
     async def set_env(
@@ -279,7 +281,14 @@ class DeploymentOps(Ops):
                 raise ConflictError(
                     f"environment {name} has no earlier pointer to roll back to: use 'tether env set {name} DEPLOYMENT'"
                 )
-            env = self._set_env(tx, tenant_id, name, _targets(last["previous"]), "rollback", actor, reason)
+            targets = _targets(last["previous"])
+            for target in targets:
+                if self._find_deployment(tx, tenant_id, target.deployment_id).removed_at is not None:
+                    raise ConflictError(
+                        f"environment {name} would roll back to a removed deployment: deploy its content again, "
+                        f"or point {name} elsewhere with 'tether env set'"
+                    )
+            env = self._set_env(tx, tenant_id, name, targets, "rollback", actor, reason)
             undo = tx.one("SELECT MAX(id) AS id FROM env_history WHERE tenant_id = ? AND name = ?", (tenant_id, name))
             assert undo is not None
             tx.execute("UPDATE env_history SET undone_by = ? WHERE id = ?", (undo["id"], last["id"]))
