@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from tether.dashboard import views as dashboard
 from tether.server.api import admin, ingress, internal
 from tether.server.api._http import json_response
 from tether.server.dispatcher import Dispatcher
@@ -116,5 +117,6 @@ def create_app(options: ServerOptions) -> Starlette:
         *ingress.ROUTES,
         *admin.ROUTES,
         *internal.ROUTES,
+        *dashboard.ROUTES,
     ]
     return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
