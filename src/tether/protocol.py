@@ -89,6 +89,8 @@ class NewEntry(TypedDict):
     result: NotRequired[Any]
     error: NotRequired[ErrorInfo | None]
     manual_digest: NotRequired[str | None]
+    duration: NotRequired[float]
+    """Seconds the action took in the worker (steps, runs, model calls), for metrics."""
 
 
 class AppendRequest(TypedDict):

@@ -445,6 +445,7 @@ class Attempt(Context):
         revive: Callable[[Any, ErrorInfo | None], T],
     ) -> T:
         await self._flush()
+        began = time.monotonic()
         result, error = await self._call(call, retry)
         entry: NewEntry = {
             "index": index,
@@ -454,6 +455,7 @@ class Attempt(Context):
             "completed": True,
             "result": result,
             "error": error,
+            "duration": round(time.monotonic() - began, 6),
         }
         if payload is not None:
             entry["args"] = payload

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tether.dashboard import views as dashboard
@@ -20,6 +21,7 @@ from tether.server.api import admin, ingress, internal
 from tether.server.api._http import json_response
 from tether.server.dispatcher import Dispatcher
 from tether.server.errors import HANDLERS
+from tether.server.metrics import Metrics
 from tether.server.runtime import Notifier, Runtime
 from tether.server.workers import WorkerPool
 from tether.store import open_store
@@ -53,27 +55,8 @@ async def healthz(_: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """``GET /metrics`` in Prometheus text format."""
     rt: Runtime = request.app.state.runtime
-    lines = [
-        "# HELP tether_runs Runs by deployment and status.",
-        "# TYPE tether_runs gauge",
-    ]
-    for (deployment_id, status), count in sorted((await rt.store.counts()).items()):
-        lines.append(f'tether_runs{{deployment_id="{deployment_id}",status="{status}"}} {count}')
-    lines += [
-        "# HELP tether_workers_alive Bundle worker processes running.",
-        "# TYPE tether_workers_alive gauge",
-        f"tether_workers_alive {len(rt.pool.alive())}",
-        "# HELP tether_worker_cold_starts_total Workers started.",
-        "# TYPE tether_worker_cold_starts_total counter",
-        f"tether_worker_cold_starts_total {rt.pool.cold_starts}",
-        "# HELP tether_attempts_total Attempts dispatched.",
-        "# TYPE tether_attempts_total counter",
-        f"tether_attempts_total {rt.dispatcher.attempts_started}",
-        "# HELP tether_timers_fired_total Durable timers fired.",
-        "# TYPE tether_timers_fired_total counter",
-        f"tether_timers_fired_total {rt.dispatcher.timers_fired}",
-    ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    body = request.app.state.metrics.render(await rt.store.counts())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(options: ServerOptions) -> Starlette:
@@ -87,6 +70,7 @@ def create_app(options: ServerOptions) -> Starlette:
         async def on_append(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return await dispatcher.append_batch(items)
 
+        meter = Metrics()
         pool = WorkerPool(options.data_dir, on_append=on_append, idle_timeout=options.worker_idle_timeout)
         notifier = Notifier()
         dispatcher = Dispatcher(
@@ -96,8 +80,19 @@ def create_app(options: ServerOptions) -> Starlette:
             runtime_url=options.runtime_url,
             max_in_flight=options.max_in_flight,
             on_change=notifier.notify,
+            metrics=meter,
         )
         runtime = Runtime(store, pool, dispatcher, notifier)
+        meter.watch(
+            lambda: {
+                "workers": len(pool.alive()),
+                "cold_starts": pool.cold_starts,
+                "attempts": dispatcher.attempts_started,
+                "timers": dispatcher.timers_fired,
+            }
+        )
+        store.backend.on_commit = meter.commit_transactions.observe
+        app.state.metrics = meter
         recovered = await store.recover()
         if recovered:
             log.info("recovering %d runs whose attempts were in flight", recovered)

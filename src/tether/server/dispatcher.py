@@ -23,6 +23,7 @@ from tether import _json
 from tether.errors import BundleError, FencedError
 from tether.protocol import INVOKE_PATH, SIGNATURE_HEADER, InvokeRequest, sign
 from tether.server._link import LinkClosedError
+from tether.server.metrics import Metrics
 from tether.server.workers import WorkerPool
 from tether.store.base import AttemptStart, Deployment, Run, Store
 
@@ -58,6 +59,7 @@ class Dispatcher:
         runtime_url: str,
         max_in_flight: int = 256,
         on_change: Callable[[str, Run | None], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """Wire the dispatcher to the store and the worker pool."""
         self._store = store
@@ -68,6 +70,7 @@ class Dispatcher:
         self._reserved = 0
         self._deployments: dict[tuple[str, str], Deployment] = {}
         self._on_change = on_change
+        self._metrics = metrics
         self._poked = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -183,6 +186,8 @@ class Dispatcher:
             # The attempt could not go on (refused or failed append). If it is still the run's
             # current attempt, a new one replays what is durable; a stale one is ignored.
             outcome = {"outcome": "retry", "delay": retry_delay(run.attempt), "error": outcome.get("error")}
+        if self._metrics is not None:
+            self._metrics.attempts.labels(outcome=str(outcome.get("outcome"))).inc()
         after: Run | None = None
         try:
             after = await self._store.finish_attempt(run.id, run.attempt, outcome)
@@ -197,6 +202,8 @@ class Dispatcher:
         Each item is ``{run_id, attempt, token, entries}``; each answer is
         ``{"completions": [...]}`` or ``{"error": {"code", "message"}}``.
         """
+        if self._metrics is not None:
+            self._observe(items)
         results: list[dict[str, Any] | None] = [None] * len(items)
         accepted: list[tuple[str, int, list[Any]]] = []
         where: list[int] = []
@@ -220,6 +227,17 @@ class Dispatcher:
             if made_ready:
                 self.poke()
         return [r for r in results if r is not None]
+
+    def _observe(self, items: list[dict[str, Any]]) -> None:
+        assert self._metrics is not None
+        count = 0
+        for item in items:
+            for entry in item["entries"]:
+                count += 1
+                duration = entry.get("duration")
+                if isinstance(duration, int | float):
+                    self._metrics.steps.labels(kind=entry["kind"]).observe(duration)
+        self._metrics.append_entries.observe(count)
 
     async def _invoke(self, start: AttemptStart) -> dict[str, Any]:
         token = attempt_token(self._secret, start.run.id, start.run.attempt)

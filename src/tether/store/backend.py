@@ -30,6 +30,9 @@ class Tx(Protocol):
 class Backend(ABC):
     """How transactions are run against one database."""
 
+    on_commit: Callable[[int], None] | None = None
+    """Told how many write transactions each commit held (group commit); may run on any thread."""
+
     @abstractmethod
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a write transaction; its effects are durable when this returns.

@@ -149,6 +149,8 @@ class SqliteBackend(Backend):
             results = [(job, False, exc) for job in jobs]
         self.batches += 1
         self.transactions += len(jobs)
+        if self.on_commit is not None:
+            self.on_commit(len(jobs))
         for job, ok, value in results:
             job.loop.call_soon_threadsafe(_resolve, job, ok, value)
 

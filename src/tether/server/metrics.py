@@ -1,0 +1,66 @@
+"""Prometheus metrics of one server (``GET /metrics``), on a registry of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class _Live(Collector):
+    """Values the runtime keeps itself, read at scrape time."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        values = self._read()
+        yield GaugeMetricFamily("tether_workers_alive", "Bundle worker processes running.", value=values["workers"])
+        yield CounterMetricFamily("tether_worker_cold_starts", "Workers started.", value=values["cold_starts"])
+        yield CounterMetricFamily("tether_attempts_started", "Attempts dispatched.", value=values["attempts"])
+        yield CounterMetricFamily("tether_timers_fired", "Durable timers fired.", value=values["timers"])
+
+
+class Metrics:
+    """What the server measures; see docs/http-api.md for the list."""
+
+    def __init__(self) -> None:
+        """Create the metrics on a fresh registry."""
+        self.registry = CollectorRegistry()
+        self.runs = Gauge(
+            "tether_runs", "Runs by deployment and status.", ["deployment_id", "status"], registry=self.registry
+        )
+        self.attempts = Counter("tether_attempts", "Attempts ended, by outcome.", ["outcome"], registry=self.registry)
+        self.append_entries = Histogram(
+            "tether_journal_append_entries",
+            "Journal entries per append batch (one link frame or HTTP append).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.steps = Histogram(
+            "tether_step_duration_seconds",
+            "How long steps, inline runs and model calls took in the worker, retries included.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.commit_transactions = Histogram(
+            "tether_store_commit_transactions",
+            "Write transactions per group commit (one fsync).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch(self, read: Callable[[], dict[str, float]]) -> None:
+        """Also expose what ``read`` returns (workers, cold_starts, attempts, timers)."""
+        self.registry.register(_Live(read))
+
+    def render(self, runs: dict[tuple[str, str], int]) -> bytes:
+        """The text exposition, with run counts as of now."""
+        self.runs.clear()
+        for (deployment_id, status), count in runs.items():
+            self.runs.labels(deployment_id=deployment_id, status=status).set(count)
+        return generate_latest(self.registry)
