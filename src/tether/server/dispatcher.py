@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -138,7 +138,10 @@ class Dispatcher:
         return min(times) if times else None
 
     def _launch(self, start: AttemptStart) -> None:
-        task = asyncio.create_task(self._attempt(start))
+        self._track(self._attempt(start))
+
+    def _track(self, attempt: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(attempt)
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
         self.attempts_started += 1
@@ -157,10 +160,7 @@ class Dispatcher:
     def launch_new(self, run: Run) -> None:
         """Dispatch the first attempt of a run created running, in the slot :meth:`reserve` held."""
         self._reserved -= 1
-        task = asyncio.create_task(self._first_attempt(run))
-        self._attempts.add(task)
-        task.add_done_callback(self._attempts.discard)
-        self.attempts_started += 1
+        self._track(self._first_attempt(run))
 
     async def _first_attempt(self, run: Run) -> None:
         key = (run.tenant_id, run.deployment_id)

@@ -52,6 +52,15 @@ def _validate(schema: dict[str, Any], value: Any, what: str) -> None:
         raise SchemaError(f"{what}: " + "; ".join(parts))
 
 
+def _checked_manifest(body: Any, source: str, error: type[BadRequestError]) -> tuple[dict[str, Any], str]:
+    """The manifest a deployment reported and its digest, recomputed here and checked."""
+    manifest: dict[str, Any] = body["manifest"]
+    digest = manifest_digest(manifest)
+    if digest != body.get("digest"):
+        raise error(f"{source} reported a manifest whose digest does not match its content")
+    return manifest, digest
+
+
 class Watch:
     """What a result waiter sees: an event, and the run as the change left it (if known)."""
 
@@ -138,10 +147,7 @@ class Runtime:
             if not existed:
                 self.pool.discard(digest)
             raise
-        manifest = body["manifest"]
-        digest_of_manifest = manifest_digest(manifest)
-        if digest_of_manifest != body["digest"]:
-            raise BundleError("the worker reported a manifest whose digest does not match its content")
+        manifest, digest_of_manifest = _checked_manifest(body, "the worker", BundleError)
         return await self.store.create_deployment(
             tenant_id,
             deployment_id=deployment_id(digest, digest_of_manifest),
@@ -179,11 +185,7 @@ class Runtime:
             raise BadRequestError(f"cannot reach the endpoint at {url}: {exc}") from None
         if response.status_code != 200:
             raise BadRequestError(f"the endpoint at {url} answered {response.status_code}: {response.text[:300]}")
-        body = _json.loads(response.content)
-        manifest = body["manifest"]
-        digest_of_manifest = manifest_digest(manifest)
-        if digest_of_manifest != body.get("digest"):
-            raise BadRequestError("the endpoint reported a manifest whose digest does not match its content")
+        manifest, digest_of_manifest = _checked_manifest(_json.loads(response.content), "the endpoint", BadRequestError)
         return await self.store.create_deployment(
             tenant_id,
             deployment_id=deployment_id(f"url:{url}", digest_of_manifest),
