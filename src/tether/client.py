@@ -223,6 +223,10 @@ class Client:
         """The run's journal entries."""
         return list((await self.request("GET", f"/v1/runs/{run_id}/journal"))["entries"])
 
+    async def signals(self, run_id: str) -> list[dict[str, Any]]:
+        """The signals sent to the run, oldest first (``consumed_by_entry`` is None while buffered)."""
+        return list((await self.request("GET", f"/v1/runs/{run_id}/signals"))["signals"])
+
     async def state(self, run_id: str) -> dict[str, Any]:
         """The run's durable state."""
         result: dict[str, Any] = await self.request("GET", f"/v1/runs/{run_id}/state")
@@ -243,9 +247,12 @@ class Client:
         result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
         return result
 
-    async def audit(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        """The audit log, newest first."""
-        return list((await self.request("GET", "/v1/audit", params={"limit": limit}))["audit"])
+    async def audit(self, *, limit: int = 200, target: str | None = None) -> list[dict[str, Any]]:
+        """The audit log, newest first; only the records about ``target`` when given."""
+        params: dict[str, Any] = {"limit": limit}
+        if target is not None:
+            params["target"] = target
+        return list((await self.request("GET", "/v1/audit", params=params))["audit"])
 
     # --- escape hatches -----------------------------------------------------------------
 

@@ -34,6 +34,15 @@ def test_signal_before_the_wait_is_buffered_then_consumed(store, kit, run):
         # Consumed: the next wait for the same signal does not get it again.
         assert (await store.append(start.run.id, 1, [kit.wait_signal(1)])).completions == []
         assert not (await store.journal(kit.tenant, start.run.id))[1].completed
+        # The run's signal list says which entry took it; a second, unmatched one stays buffered.
+        await store.signal(kit.tenant, start.run.id, "other", [1, 2])
+        listed = await store.signals(kit.tenant, start.run.id)
+        assert [(s["name"], s["payload"], s["consumed_by_entry"]) for s in listed] == [
+            ("approve", {"by": "carol"}, 0),
+            ("other", [1, 2], None),
+        ]
+        with pytest.raises(NotFoundError):
+            await store.signals("another-tenant", start.run.id)
 
     run(body)
 
@@ -312,6 +321,9 @@ def test_kill_cascades_to_unfinished_children_and_is_audited(store, kit, run):
         [audit] = [a for a in await store.audit(kit.tenant) if a["action"] == "run.kill"]
         assert (audit["actor"], audit["target"]) == ("alice", parent.run.id)
         assert audit["details"] == {"reason": "customer left", "status_before": "running"}
+        # The run's own records, and only them.
+        assert await store.audit(kit.tenant, target=parent.run.id) == [audit]
+        assert await store.audit(kit.tenant, target=f"{parent.run.id}.1") == []
         with pytest.raises(ConflictError):
             await store.cancel_run(kit.tenant, parent.run.id, actor="alice")
 

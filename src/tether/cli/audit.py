@@ -10,10 +10,11 @@ from tether.cli._common import Settings, call, console, emit_json, pass_settings
 
 @click.command()
 @click.option("--limit", default=50, show_default=True, help="At most this many records, newest first.")
+@click.option("--target", default=None, help="Only the records about this run id, deployment id or environment.")
 @pass_settings
-def audit(settings: Settings, limit: int) -> None:
+def audit(settings: Settings, limit: int, target: str | None) -> None:
     """The audit log: deployments, environment changes and every escape hatch used."""
-    records = call(settings, lambda c: c.audit(limit=limit))
+    records = call(settings, lambda c: c.audit(limit=limit, target=target))
     if settings.as_json:
         emit_json(records)
         return

@@ -141,6 +141,28 @@ class RunOps(Ops):
 
         return await self.backend.read(op)
 
+    async def signals(self, tenant_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Every signal sent to the run, oldest first: whether a wait took it, and which entry."""
+
+        def op(tx: Tx) -> list[dict[str, Any]]:
+            self._run_row(tx, tenant_id, run_id)
+            rows = tx.all(
+                "SELECT id, name, payload, created_at, consumed_index FROM signals WHERE run_id = ? ORDER BY id",
+                (run_id,),
+            )
+            return [
+                {
+                    "id": r["id"],
+                    "name": r["name"],
+                    "payload": _loads(r["payload"]),
+                    "created_at": r["created_at"],
+                    "consumed_by_entry": r["consumed_index"],
+                }
+                for r in rows
+            ]
+
+        return await self.backend.read(op)
+
     async def counts(self) -> dict[tuple[str, str], int]:
         """Runs per (deployment id, status), across tenants (for metrics)."""
         rows = await self.backend.read(

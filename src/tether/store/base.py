@@ -73,10 +73,14 @@ class Store(DeploymentOps, RunOps, AttemptOps):
 
         return await self.backend.write(op)
 
-    async def audit(self, tenant_id: str, limit: int = 200) -> list[dict[str, Any]]:
-        """The audit log, newest first."""
+    async def audit(self, tenant_id: str, limit: int = 200, *, target: str | None = None) -> list[dict[str, Any]]:
+        """The audit log, newest first; only the records about ``target`` (a run, deployment or
+        environment) when given."""
+        where, params = (
+            ("tenant_id = ?", (tenant_id,)) if target is None else ("tenant_id = ? AND target = ?", (tenant_id, target))
+        )
         rows = await self.backend.read(
-            lambda tx: tx.all("SELECT * FROM audit WHERE tenant_id = ? ORDER BY id DESC LIMIT ?", (tenant_id, limit))
+            lambda tx: tx.all(f"SELECT * FROM audit WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         )
         return [
             {

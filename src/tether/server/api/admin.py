@@ -237,9 +237,10 @@ async def check_deployment(request: Request) -> Response:
 
 
 async def audit(request: Request) -> Response:
-    """``GET /v1/audit``, newest first."""
+    """``GET /v1/audit?limit=&target=``, newest first."""
     limit = int(float_param(request, "limit", 200, low=1, high=10_000))
-    return json_response({"audit": await runtime(request).store.audit(tenant(request), limit)})
+    target = request.query_params.get("target") or None
+    return json_response({"audit": await runtime(request).store.audit(tenant(request), limit, target=target)})
 
 
 ROUTES = [

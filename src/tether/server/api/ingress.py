@@ -70,11 +70,18 @@ async def journal(request: Request) -> Response:
     return json_response({"entries": [e.to_json() for e in entries]})
 
 
+async def signals(request: Request) -> Response:
+    """``GET /v1/runs/{id}/signals``: the signals sent to the run, and the entries that took them."""
+    found = await runtime(request).store.signals(tenant(request), request.path_params["id"])
+    return json_response({"signals": found})
+
+
 ROUTES = [
     Route("/v1/envs/{env}/workflows/{name}/runs", start_in_env, methods=["POST"]),
     Route("/v1/deployments/{dep}/workflows/{name}/runs", start_on_deployment, methods=["POST"]),
     Route("/v1/runs/{id}", get_run, methods=["GET"]),
     Route("/v1/runs/{id}/result", get_result, methods=["GET"]),
+    Route("/v1/runs/{id}/signals", signals, methods=["GET"]),
     Route("/v1/runs/{id}/signals/{name}", signal, methods=["POST"]),
     Route("/v1/runs/{id}/state", state, methods=["GET"]),
     Route("/v1/runs/{id}/journal", journal, methods=["GET"]),
