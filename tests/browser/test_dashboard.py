@@ -76,7 +76,7 @@ def test_rollback_from_the_envs_page_moves_the_pointer(
     page.goto(server.url + "/envs")
     prod = page.locator("section[data-env='prod']")
     expect(prod.locator(".pointer")).to_contain_text("v2")
-    prod.locator("input[name=reason]").fill("v2 looks wrong")
+    prod.locator("form.rollback input[name=reason]").fill("v2 looks wrong")
     dialogs: list[str] = []
 
     def accept(dialog: Dialog) -> None:

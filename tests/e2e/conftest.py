@@ -164,3 +164,24 @@ def make_app(tmp_path: Path) -> Callable[..., Path]:
         return write_app(tmp_path / "apps" / name, source, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def model_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The scripted OpenAI-compatible model (``tether.testing.model_server``) on a free port:
+    its base URL, and the file where it logs every request it received."""
+    log = tmp_path / "model-requests.jsonl"
+    err = tmp_path / "model-server.log"
+    with err.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.testing.model_server", "--log", str(log)], stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not (found := re.search(r"listening on (\S+)", err.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        yield found.group(1), log
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -12,9 +12,6 @@ import asyncio
 import importlib.util
 import json
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,25 +26,6 @@ from tether.testing import replay
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 TX = {"tx": {"id": "tx-1", "amount": 5000, "country": "US"}}
-
-
-@pytest.fixture
-def model_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    log = tmp_path / "model-requests.jsonl"
-    err = tmp_path / "model-server.log"
-    with err.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tether.testing.model_server", "--log", str(log)], stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while not (found := re.search(r"listening on (\S+)", err.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.05)
-        yield found.group(1), log
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

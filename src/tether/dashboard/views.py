@@ -1,60 +1,27 @@
-"""Dashboard pages: deployments, environments, runs and a run's journal.
+"""Dashboard pages: deployments and their manifests, diffs, environments, runs and a run's journal.
 
 Each view calls the same service functions as the HTTP API (``Runtime`` and its store); the
-pages are Jinja2 templates, and ``static/dashboard.js`` patches the live parts in place.
+pages are Jinja2 templates, and ``static/dashboard.js`` patches the live parts in place. The
+forms that change something post to :mod:`tether.dashboard.actions`.
 """
 
 from __future__ import annotations
 
-import datetime
-import urllib.parse
-from pathlib import Path
+import bisect
 from typing import Any
 
-import jinja2
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from tether import _json
-from tether.core.status import RunStatus
-from tether.errors import TetherError
+from tether.core.status import TERMINAL, RunStatus
+from tether.dashboard import actions
+from tether.dashboard._render import HERE, error_page, render
+from tether.errors import BadRequestError, ConflictError, NotFoundError, TetherError
 from tether.server.api._http import runtime, tenant
+from tether.store.records import Run
 
-HERE = Path(__file__).parent
 STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
-ACTOR = "dashboard"
-"""Who the audit log names for actions taken from the dashboard."""
-
-templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=jinja2.select_autoescape(default=True),
-    undefined=jinja2.StrictUndefined,
-)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _as_json(value: Any) -> str:
-    return _json.dumps(value).decode()
-
-
-templates.filters["when"] = _when
-templates.filters["as_json"] = _as_json
-
-
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """A page from ``templates/``."""
-    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
-
-
-def error_page(exc: TetherError) -> HTMLResponse:
-    """A not-found, bad-request or conflict answer as a page."""
-    return render("error.html", exc.status, title=f"{exc.status}", code=exc.code, message=exc.message)
 
 
 async def _labels(request: Request) -> dict[str, str]:
@@ -67,41 +34,96 @@ async def deployments_page(request: Request) -> Response:
     return render("deployments.html", page="deployments", deployments=list(reversed(items)))
 
 
-async def envs_page(request: Request) -> Response:
-    """``GET /envs``: each environment's pointer (or split) and its history."""
+def _manuals(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each agent's manual as its model is shown it: instructions, model, tools, answer schema.
+
+    The manifest names an agent's tools; their descriptions and parameter schemas are the tool
+    components' own, which is what the model reads (see ``AgentDefinition.manual``).
+    """
+    components = manifest.get("components", {})
+    manuals = []
+    for name, agent in sorted(components.items()):
+        if agent.get("kind") != "agent":
+            continue
+        tools = []
+        for tool in agent.get("tools", []):
+            spec = components.get(tool, {})
+            tools.append(
+                {"name": tool, "description": spec.get("description", ""), "parameters": spec.get("input_schema")}
+            )
+        manuals.append({"agent": name, **agent, "tool_specs": tools})
+    return manuals
+
+
+async def deployment_page(request: Request) -> Response:
+    """``GET /deployments/{dep}``: one deployment, its manifest and its agents' manuals."""
     rt, tid = runtime(request), tenant(request)
-    labels = await _labels(request)
+    try:
+        item = await rt.deployment(tid, request.path_params["dep"])
+    except TetherError as exc:
+        return error_page(exc)
+    others = [d for d in await rt.deployments(tid) if d["id"] != item["id"]]
+    envs = await rt.store.list_envs(tid)
+    components = sorted(item["manifest"].get("components", {}).items())
+    return render(
+        "deployment.html",
+        page="deployments",
+        d=item,
+        components=components,
+        manuals=_manuals(item["manifest"]),
+        others=list(reversed(others)),
+        envs=[e.name for e in envs],
+    )
+
+
+async def diff_page(request: Request) -> Response:
+    """``GET /diff?from=A&to=B``: what changed between two deployments, and the runs it touches."""
+    rt, tid = runtime(request), tenant(request)
+    a, b = request.query_params.get("from") or "", request.query_params.get("to") or ""
+    deployments = list(reversed(await rt.deployments(tid)))
+    diff = None
+    try:
+        if a and b:
+            diff = await rt.diff(tid, a, b)
+        elif a or b:
+            raise BadRequestError("a diff needs two deployments: choose both 'from' and 'to'")
+    except TetherError as exc:
+        return error_page(exc)
+    return render("diff.html", page="deployments", diff=diff, deployments=deployments, chosen={"from": a, "to": b})
+
+
+async def envs_page(request: Request) -> Response:
+    """``GET /envs``: each environment's pointer (or split), its history, and forms to change it."""
+    rt, tid = runtime(request), tenant(request)
+    deployments = [d for d in reversed(await rt.deployments(tid)) if d["status"] != "removed"]
+    labels = {str(d["id"]): str(d["label"]) for d in await rt.deployments(tid)}
     envs = []
     for env in await rt.store.list_envs(tid):
         envs.append({"env": env, "history": await rt.store.env_history(tid, env.name)})
-    return render("envs.html", page="envs", envs=envs, labels=labels)
-
-
-async def rollback(request: Request) -> Response:
-    """``POST /envs/{env}/rollback`` (a form with ``reason``): undo the environment's latest change."""
-    form = urllib.parse.parse_qs((await request.body()).decode(errors="replace"))
-    reason = (form.get("reason") or [""])[0].strip() or None
-    try:
-        await runtime(request).store.rollback_env(
-            tenant(request), request.path_params["env"], actor=ACTOR, reason=reason
-        )
-    except TetherError as exc:
-        return error_page(exc)
-    return RedirectResponse("/envs", status_code=303)
+    return render("envs.html", page="envs", envs=envs, labels=labels, deployments=deployments)
 
 
 async def runs_page(request: Request) -> Response:
-    """``GET /runs?status=&workflow=&deployment=``: stuck runs first, with why they are stuck."""
+    """``GET /runs?status=&workflow=&deployment=&env=``: stuck runs first, with why they are stuck."""
     rt, tid = runtime(request), tenant(request)
     params = request.query_params
-    status = params.get("status") or None
-    workflow = params.get("workflow") or None
-    deployment = params.get("deployment") or None
+    filters = {k: params.get(k) or "" for k in ("status", "workflow", "deployment", "env")}
     try:
-        if status is not None and status not in {s.value for s in RunStatus}:
-            return render("error.html", 400, title="400", code="bad_request", message=f"unknown status {status!r}")
-        deployment_id = (await rt.store.get_deployment(tid, deployment)).id if deployment else None
-        runs = await rt.store.list_runs(tid, status=status, workflow=workflow, deployment_id=deployment_id, limit=200)
+        if filters["status"] and filters["status"] not in {s.value for s in RunStatus}:
+            raise BadRequestError(
+                f"unknown status {filters['status']!r}: choose one of " + ", ".join(s.value for s in RunStatus)
+            )
+        deployment_id = (
+            (await rt.store.get_deployment(tid, filters["deployment"])).id if filters["deployment"] else None
+        )
+        runs = await rt.store.list_runs(
+            tid,
+            status=filters["status"] or None,
+            workflow=filters["workflow"] or None,
+            deployment_id=deployment_id,
+            env=filters["env"] or None,
+            limit=200,
+        )
     except TetherError as exc:
         return error_page(exc)
     runs.sort(key=lambda r: r.status is not RunStatus.STUCK)
@@ -111,21 +133,77 @@ async def runs_page(request: Request) -> Response:
         runs=runs,
         labels=await _labels(request),
         statuses=[s.value for s in RunStatus],
-        filters={"status": status or "", "workflow": workflow or "", "deployment": deployment or ""},
+        envs=[e.name for e in await rt.store.list_envs(tid)],
+        filters=filters,
     )
 
 
+def _pinned_at(run: Run, moves: list[dict[str, Any]]) -> tuple[list[float], list[str]]:
+    """When the run's pin changed and to what: ``deployment_at`` looks an instant up in these.
+
+    Entries do not store the deployment they were written on; a run only changes deployment
+    through an audited move, so the audit log says which deployment held it at any instant.
+    """
+    moves = sorted(moves, key=lambda m: m["created_at"])
+    first = str(moves[0]["details"]["from"]) if moves else run.deployment_id
+    return [m["created_at"] for m in moves], [first, *(str(m["details"]["to"]) for m in moves)]
+
+
 async def run_page(request: Request) -> Response:
-    """``GET /runs/{id}``: the run, its state and its journal as a timeline."""
+    """``GET /runs/{id}``: the run, its state, signals, journal timeline, history and actions."""
     rt, tid = runtime(request), tenant(request)
     try:
         run = await rt.store.get_run(tid, request.path_params["id"])
         journal = await rt.store.journal(tid, run.id)
         state = await rt.store.run_state(tid, run.id)
+        signals = await rt.store.signals(tid, run.id)
+        history = await rt.store.audit(tid, 200, target=run.id)
+        pinned = await rt.store.get_deployment(tid, run.deployment_id)
     except TetherError as exc:
         return error_page(exc)
-    labels = await _labels(request)
-    return render("run.html", page="runs", run=run, journal=journal, state=state, labels=labels)
+    deployments = list(reversed(await rt.deployments(tid)))
+    labels = {str(d["id"]): str(d["label"]) for d in deployments}
+    times, held = _pinned_at(run, [h for h in history if h["action"] == "run.move"])
+    entry_deployments = [held[bisect.bisect_right(times, e.created_at)] for e in journal]
+    workflow = pinned.manifest.get("components", {}).get(run.workflow, {})
+    return render(
+        "run.html",
+        page="runs",
+        notice=request.query_params.get("notice"),
+        run=run,
+        ended=run.status in TERMINAL,
+        journal=list(zip(journal, entry_deployments, strict=True)),
+        state=state,
+        signals=signals,
+        declared_signals=sorted(workflow.get("signals", {}).items()),
+        history=history,
+        labels=labels,
+        move_targets=[
+            d
+            for d in deployments
+            if d["id"] != run.deployment_id and d["status"] != "removed" and run.workflow in d["workflows"]
+        ],
+        envs=[e.name for e in await rt.store.list_envs(tid)],
+    )
+
+
+async def move_page(request: Request) -> Response:
+    """``GET /runs/{id}/move?to=D``: dry-run the run's journal on D, then offer the move."""
+    rt, tid = runtime(request), tenant(request)
+    to = request.query_params.get("to") or ""
+    try:
+        if not to:
+            raise BadRequestError("choose the deployment to move the run to (?to=LABEL)")
+        run = await rt.store.get_run(tid, request.path_params["id"])
+        target = await rt.store.get_deployment(tid, to)
+        if run.status in TERMINAL:
+            raise ConflictError(f"run {run.id} is {run.status.value}: an ended run cannot move (restart it)")
+        if run.workflow not in target.manifest.get("components", {}):
+            raise NotFoundError(f"deployment {target.label} has no workflow {run.workflow!r}: choose another")
+        verdict = await rt.dry_run(run, target)
+    except TetherError as exc:
+        return error_page(exc)
+    return render("move.html", page="runs", run=run, target=target, verdict=verdict, labels=await _labels(request))
 
 
 async def static(request: Request) -> Response:
@@ -137,11 +215,14 @@ async def static(request: Request) -> Response:
 
 
 ROUTES = [
+    *actions.ROUTES,
     Route("/", deployments_page, methods=["GET"]),
+    Route("/deployments/{dep}", deployment_page, methods=["GET"]),
+    Route("/diff", diff_page, methods=["GET"]),
     Route("/envs", envs_page, methods=["GET"]),
-    Route("/envs/{env}/rollback", rollback, methods=["POST"]),
     Route("/runs", runs_page, methods=["GET"]),
     Route("/runs/{id}", run_page, methods=["GET"]),
+    Route("/runs/{id}/move", move_page, methods=["GET"]),
     Route("/static/{name}", static, methods=["GET"]),
 ]
-"""The dashboard's routes, registered by ``tether.server.app``."""
+"""The dashboard's pages and the targets of its forms, registered by ``tether.server.app``."""

@@ -1,5 +1,6 @@
 // Live refresh: every 2 s, fetch this page again and swap in each element marked data-live
-// (by id), so counts and statuses move without a full reload. Forms with data-confirm ask first.
+// (by id), so counts and statuses move without a full reload. Forms (or the button that
+// submits them) with data-confirm ask first.
 "use strict";
 
 async function refresh() {
@@ -11,6 +12,8 @@ async function refresh() {
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const element of live) {
       const replacement = fresh.getElementById(element.id);
+      // Never swap the part someone is typing in: it catches up on the tick after they leave it.
+      if (element.contains(document.activeElement)) continue;
       if (replacement && replacement.innerHTML !== element.innerHTML) {
         element.innerHTML = replacement.innerHTML;
       }
@@ -21,11 +24,13 @@ async function refresh() {
   }
 }
 
+// Delegated, so forms swapped in by a refresh ask too.
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  const question = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
-  }
   if (document.querySelector("[data-live]")) setInterval(refresh, 2000);
 });

@@ -1,0 +1,51 @@
+"""Rendering dashboard pages: the Jinja2 environment, its filters, and the error page."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.responses import HTMLResponse
+
+from tether import _json
+from tether.errors import TetherError
+
+HERE = Path(__file__).parent
+
+templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=jinja2.select_autoescape(default=True),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _as_json(value: Any) -> str:
+    return _json.dumps(value).decode()
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+templates.filters["when"] = _when
+templates.filters["as_json"] = _as_json
+templates.filters["pretty"] = _pretty
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page from ``templates/``."""
+    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+
+
+def error_page(exc: TetherError) -> HTMLResponse:
+    """A not-found, bad-request or conflict answer as a page; its message says what to do instead."""
+    return render("error.html", exc.status, title=f"{exc.status}", code=exc.code, message=exc.message)
