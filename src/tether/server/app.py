@@ -1,5 +1,5 @@
 """The server's ASGI app factory: routes, error handlers, and the lifespan that owns the store,
-the worker pool and the dispatcher."""
+the worker pool, the dispatcher and tracing."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tether.server.dispatcher import Dispatcher
 from tether.server.errors import HANDLERS
 from tether.server.metrics import Metrics
 from tether.server.runtime import Notifier, Runtime
+from tether.server.tracing import open_tracing
 from tether.server.workers import WorkerPool
 from tether.store import open_store
 
@@ -65,6 +66,11 @@ def create_app(options: ServerOptions) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(options.store or options.data_dir, synchronous=options.synchronous)
+        try:
+            tracing = open_tracing(journal=store.journal)
+        except BaseException:
+            await store.close()
+            raise
         secret = await store.secret()
 
         async def on_append(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,6 +87,7 @@ def create_app(options: ServerOptions) -> Starlette:
             max_in_flight=options.max_in_flight,
             on_change=notifier.notify,
             metrics=meter,
+            tracing=tracing,
         )
         runtime = Runtime(store, pool, dispatcher, notifier)
         meter.watch(
@@ -103,6 +110,8 @@ def create_app(options: ServerOptions) -> Starlette:
             yield
         finally:
             await dispatcher.close()
+            # After the dispatcher: the attempts it abandoned end their spans first.
+            await tracing.close()
             await pool.close()
             await store.close()
 

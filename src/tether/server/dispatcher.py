@@ -4,6 +4,7 @@ One loop per server. It fires due timers, claims runs whose ``ready_at`` has com
 woken runs, retries, runs recovered after a crash), and runs each attempt as a task that
 invokes the worker of the run's pinned deployment and records the outcome. It sleeps until the
 next timer or until poked (a run was created, signalled, cancelled, or an attempt ended).
+Attempts and the entries they append are traced where tracing is on (:mod:`tether.server.tracing`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tether.errors import BundleError, FencedError
 from tether.protocol import INVOKE_PATH, SIGNATURE_HEADER, InvokeRequest, sign
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
+from tether.server.tracing import ABANDONED, Tracing
 from tether.server.workers import WorkerPool
 from tether.store.base import AttemptStart, Deployment, Run, Store
 
@@ -60,6 +62,7 @@ class Dispatcher:
         max_in_flight: int = 256,
         on_change: Callable[[str, Run | None], None] | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """Wire the dispatcher to the store and the worker pool."""
         self._store = store
@@ -71,6 +74,7 @@ class Dispatcher:
         self._deployments: dict[tuple[str, str], Deployment] = {}
         self._on_change = on_change
         self._metrics = metrics
+        self._tracing = tracing if tracing is not None else Tracing()
         self._poked = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -173,6 +177,7 @@ class Dispatcher:
 
     async def _attempt(self, start: AttemptStart) -> None:
         run = start.run
+        self._tracing.start_attempt(start)
         try:
             outcome = await self._invoke(start)
         except Exception as exc:
@@ -182,10 +187,15 @@ class Dispatcher:
                 "delay": retry_delay(run.attempt),
                 "error": {"type": type(exc).__name__, "message": str(exc)},
             }
+        except BaseException:
+            # Cancelled by close(): the run is recovered on restart, by a new attempt.
+            self._tracing.end_attempt(run, ABANDONED)
+            raise
         if outcome.get("outcome") == "fenced":
             # The attempt could not go on (refused or failed append). If it is still the run's
             # current attempt, a new one replays what is durable; a stale one is ignored.
             outcome = {"outcome": "retry", "delay": retry_delay(run.attempt), "error": outcome.get("error")}
+        self._tracing.end_attempt(run, outcome)
         if self._metrics is not None:
             self._metrics.attempts.labels(outcome=str(outcome.get("outcome"))).inc()
         after: Run | None = None
@@ -218,7 +228,9 @@ class Dispatcher:
             where.append(position)
         if accepted:
             made_ready = False
-            for position, outcome in zip(where, await self._store.append_many(accepted), strict=True):
+            outcomes = await self._store.append_many(accepted)
+            self._tracing.appended(accepted, outcomes)
+            for position, outcome in zip(where, outcomes, strict=True):
                 if isinstance(outcome, FencedError):
                     results[position] = {"error": {"code": outcome.code, "message": outcome.message}}
                 else:
