@@ -63,6 +63,14 @@ def test_readme_flow(server: ServerProcess, tmp_path: Path) -> None:
     assert out.exit_code == 0 and "delivered" in out.stdout
     done = server.call(lambda c: c.result(waiting["id"], wait=30))
     assert done["output"] == {"greeting": "hello ada", "approved": True, "version": "v1"}
+    shown = tether(server, "runs", "show", waiting["id"])
+    assert "signals" in shown.stdout and "approval" in shown.stdout and "entry 2" in shown.stdout
+    detail = as_json(tether(server, "runs", "show", waiting["id"], "--json"))
+    assert [(s["name"], s["payload"], s["consumed_by_entry"]) for s in detail["signals"]] == [
+        ("approval", {"ok": True}, 2)
+    ]
+    audit = as_json(tether(server, "audit", "--target", "prod", "--json"))
+    assert [a["action"] for a in audit] == ["env.rollback", "env.deploy", "env.deploy"]
     assert "completed" in tether(server, "runs", "list").stdout
 
 

@@ -127,16 +127,25 @@ def list_(
 @click.argument("run_id")
 @pass_settings
 def show(settings: Settings, run_id: str) -> None:
-    """A run, its deployment, state and journal."""
+    """A run, its deployment, state, journal and signals."""
 
-    async def go(c: Client) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    async def go(
+        c: Client,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
         r = await c.run(run_id)
-        return r, await c.journal(run_id), await c.state(run_id), await c.deployment(r["deployment_id"])
+        deployment = await c.deployment(r["deployment_id"])
+        return r, await c.journal(run_id), await c.state(run_id), deployment, await c.signals(run_id)
 
-    r, entries, state, dep = call(settings, go)
+    r, entries, state, dep, signals = call(settings, go)
     if settings.as_json:
         emit_json(
-            {"run": r, "journal": entries, "state": state, "deployment": {"id": dep["id"], "label": dep["label"]}}
+            {
+                "run": r,
+                "journal": entries,
+                "state": state,
+                "signals": signals,
+                "deployment": {"id": dep["id"], "label": dep["label"]},
+            }
         )
         return
     console.print(f"[bold]{r['id']}[/bold]  {r['workflow']}  on {dep['label']} ({dep['id']})  env {r['env'] or '-'}")
@@ -164,6 +173,12 @@ def show(settings: Settings, run_id: str) -> None:
             status, value = "done", short(e["result"])
         table.add_row(str(e["index"]), e["kind"], e["name"], status, value, str(e["attempt"]), when(e["created_at"]))
     console.print(table)
+    if signals:
+        sent = Table("name", "payload", "sent", "taken by", title="signals")
+        for s in signals:
+            taken = "buffered" if s["consumed_by_entry"] is None else f"entry {s['consumed_by_entry']}"
+            sent.add_row(s["name"], short(s["payload"]), when(s["created_at"]), taken)
+        console.print(sent)
 
 
 @runs.command()
