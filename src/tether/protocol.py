@@ -91,6 +91,8 @@ class NewEntry(TypedDict):
     manual_digest: NotRequired[str | None]
     duration: NotRequired[float]
     """Seconds the action took in the worker (steps, runs, model calls), for metrics."""
+    tries: NotRequired[int]
+    """How many times the worker tried the action, when more than once (retries), for metrics."""
 
 
 class AppendRequest(TypedDict):

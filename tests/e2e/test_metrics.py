@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,8 +34,9 @@ def test_metrics_count_runs_attempts_appends_steps_and_commits(server: ServerPro
 
     seen = scrape(server)
     runs = {labels: value for (name, labels), value in seen.items() if name == "tether_runs"}
-    assert runs[(("deployment_id", dep["id"]), ("status", "completed"))] == 3
-    assert runs[(("deployment_id", dep["id"]), ("status", "suspended"))] == 1
+    v1 = (("deployment_id", dep["id"]), ("deployment_label", "v1"))
+    assert runs[(*v1, ("status", "completed"))] == 3
+    assert runs[(*v1, ("status", "suspended"))] == 1
     assert seen[("tether_attempts_total", (("outcome", "completed"),))] == 3
     assert seen[("tether_attempts_total", (("outcome", "suspended"),))] >= 1
     assert seen[("tether_step_duration_seconds_count", (("kind", "step"),))] == 4
@@ -44,3 +46,35 @@ def test_metrics_count_runs_attempts_appends_steps_and_commits(server: ServerPro
     assert seen[("tether_workers_alive", ())] == 1
     assert seen[("tether_worker_cold_starts_total", ())] == 1
     assert seen[("tether_attempts_started_total", ())] == 4
+
+
+FLAKY = """
+import tether
+
+app = tether.App("flaky")
+calls = {"n": 0}
+
+
+@app.function(retry=tether.RetryPolicy(max_attempts=5, initial_interval=0.01))
+async def wobble() -> int:
+    calls["n"] += 1
+    if calls["n"] < 3:
+        raise ConnectionError("the service blinked")
+    return calls["n"]
+
+
+@app.workflow
+async def main(ctx: tether.Context) -> int:
+    return await ctx.step(wobble)
+"""
+
+
+def test_metrics_count_step_retries(server: ServerProcess, make_app: Callable[..., Path]) -> None:
+    server.call(lambda c: c.deploy(make_app("flaky", FLAKY), env="prod"))
+    done = server.call(lambda c: c.start_run("main", {}, env="prod", wait=30))
+    assert (done["status"], done["output"]) == ("completed", 3)
+    seen = scrape(server)
+    assert seen[("tether_step_retries_total", (("kind", "step"),))] == 2
+    # The retries happened inside one attempt and left one entry.
+    assert seen[("tether_attempts_total", (("outcome", "completed"),))] == 1
+    assert [e["kind"] for e in server.call(lambda c: c.journal(done["id"]))] == ["step"]

@@ -446,7 +446,7 @@ class Attempt(Context):
     ) -> T:
         await self._flush()
         began = time.monotonic()
-        result, error = await self._call(call, retry)
+        result, error, tries = await self._call(call, retry)
         entry: NewEntry = {
             "index": index,
             "kind": command.kind,
@@ -459,12 +459,15 @@ class Attempt(Context):
         }
         if payload is not None:
             entry["args"] = payload
+        if tries > 1:
+            entry["tries"] = tries
         if command.manual_digest is not None:
             entry["manual_digest"] = command.manual_digest
         await self._append([entry])
         return revive(result, error)
 
-    async def _call(self, call: Callable[[], Any], retry: RetryPolicy) -> tuple[Any, ErrorInfo | None]:
+    async def _call(self, call: Callable[[], Any], retry: RetryPolicy) -> tuple[Any, ErrorInfo | None, int]:
+        """The action's JSON result or error, and how many tries it took."""
         tries = 0
         while True:
             tries += 1
@@ -472,12 +475,12 @@ class Attempt(Context):
                 value = call()
                 if inspect.isawaitable(value):
                     value = await value
-                return to_jsonable_python(value), None
+                return to_jsonable_python(value), None, tries
             except TerminalError as exc:
-                return None, error_info(exc)
+                return None, error_info(exc), tries
             except Exception as exc:
                 if tries >= retry.max_attempts:
-                    return None, error_info(exc)
+                    return None, error_info(exc), tries
                 await asyncio.sleep(retry.delay(tries))
 
     def _value(self, kind: EntryKind, produce: Callable[[], Any]) -> Any:

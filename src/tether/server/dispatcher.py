@@ -249,6 +249,9 @@ class Dispatcher:
                 duration = entry.get("duration")
                 if isinstance(duration, int | float):
                     self._metrics.steps.labels(kind=entry["kind"]).observe(duration)
+                tries = entry.get("tries")
+                if isinstance(tries, int) and tries > 1:
+                    self._metrics.step_retries.labels(kind=entry["kind"]).inc(tries - 1)
         self._metrics.append_entries.observe(count)
 
     async def _invoke(self, start: AttemptStart) -> dict[str, Any]:

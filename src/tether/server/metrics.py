@@ -32,7 +32,10 @@ class Metrics:
         """Create the metrics on a fresh registry."""
         self.registry = CollectorRegistry()
         self.runs = Gauge(
-            "tether_runs", "Runs by deployment and status.", ["deployment_id", "status"], registry=self.registry
+            "tether_runs",
+            "Runs by deployment and status.",
+            ["deployment_id", "deployment_label", "status"],
+            registry=self.registry,
         )
         self.attempts = Counter("tether_attempts", "Attempts ended, by outcome.", ["outcome"], registry=self.registry)
         self.append_entries = Histogram(
@@ -47,6 +50,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.step_retries = Counter(
+            "tether_step_retries",
+            "Retries of steps, inline runs and model calls inside attempts (tries beyond the first).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.commit_transactions = Histogram(
             "tether_store_commit_transactions",
             "Write transactions per group commit (one fsync).",
@@ -58,9 +67,9 @@ class Metrics:
         """Also expose what ``read`` returns (workers, cold_starts, attempts, timers)."""
         self.registry.register(_Live(read))
 
-    def render(self, runs: dict[tuple[str, str], int]) -> bytes:
-        """The text exposition, with run counts as of now."""
+    def render(self, runs: dict[tuple[str, str, str], int]) -> bytes:
+        """The text exposition, with run counts (by deployment id, label and status) as of now."""
         self.runs.clear()
-        for (deployment_id, status), count in runs.items():
-            self.runs.labels(deployment_id=deployment_id, status=status).set(count)
+        for (deployment_id, label, status), count in runs.items():
+            self.runs.labels(deployment_id=deployment_id, deployment_label=label, status=status).set(count)
         return generate_latest(self.registry)
