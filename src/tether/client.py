@@ -154,6 +154,13 @@ class Client:
         )
         return result
 
+    async def promote_env(self, name: str, source: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Point ``name`` where environment ``source`` points now."""
+        result: dict[str, Any] = await self.request(
+            "POST", f"/v1/envs/{name}/promote", json={"from": source, "reason": reason}
+        )
+        return result
+
     async def rollback_env(self, name: str, *, reason: str | None = None) -> dict[str, Any]:
         """Undo the latest pointer change of ``name``."""
         result: dict[str, Any] = await self.request("POST", f"/v1/envs/{name}/rollback", json={"reason": reason})

@@ -65,7 +65,12 @@ def test_environments_are_created_promoted_and_split_from_the_page(
         prod.locator("form.promote button").click()
     envs = {e["name"]: e for e in server.call(lambda c: c.envs())}
     assert envs["prod"]["targets"] == [{"deployment_id": v2["id"], "weight": 100}]
-    assert server.call(lambda c: c.env_history("prod"))[0]["reason"] == "promoted from staging"
+    promoted = server.call(lambda c: c.env_history("prod"))[0]
+    assert (promoted["action"], promoted["actor"], promoted["reason"]) == (
+        "promote",
+        "dashboard",
+        "promoted from staging",
+    )
     expect(page.locator("section[data-env='prod'] .pointer")).to_contain_text("v2")
 
     prod = page.locator("section[data-env='prod']")

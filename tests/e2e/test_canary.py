@@ -60,8 +60,14 @@ def test_split_is_honoured_and_promote_copies_the_pointer(server: ServerProcess,
     out = tether.invoke(cli, ["--url", server.url, "env", "promote", "staging", "prod"])
     assert out.exit_code == 0 and "prod -> v2 (from staging)" in out.stdout, out.output
     history = server.call(lambda c: c.env_history("prod"))
-    assert [h["action"] for h in history] == ["set", "set", "deploy"]
+    assert [h["action"] for h in history] == ["promote", "set", "deploy"]
     assert history[0]["reason"] == "promoted from staging" and history[1]["reason"] == "canary"
+    # Promoting from an environment that does not exist, or from itself, changes nothing.
+    out = tether.invoke(cli, ["--url", server.url, "env", "promote", "nope", "prod"])
+    assert out.exit_code == 3 and "no environment 'nope'" in out.stderr
+    out = tether.invoke(cli, ["--url", server.url, "env", "promote", "prod", "prod"])
+    assert out.exit_code == 2 and "cannot promote prod from itself" in out.stderr
+    assert len(server.call(lambda c: c.env_history("prod"))) == 3
     assert server.call(lambda c: c.start_run("hello", {}, env="prod"))["deployment_id"] == v2["id"]
     rolled = server.call(lambda c: c.rollback_env("prod"))
     assert sorted(t["weight"] for t in rolled["targets"]) == [10, 90]

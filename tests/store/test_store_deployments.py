@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether.core.routing import Target
-from tether.errors import ConflictError, NotFoundError
+from tether.errors import BadRequestError, ConflictError, NotFoundError
 
 
 def test_create_deployment_is_idempotent(store, kit, run):
@@ -168,6 +168,29 @@ def test_set_env_records_history(store, kit, run):
         with pytest.raises(NotFoundError):
             await store.set_env(kit.tenant, "prod", [Target("dep-zzz", 100)], actor="alice")
         assert len(await store.env_history(kit.tenant, "prod")) == 2
+
+    run(body)
+
+
+def test_promote_copies_the_pointer_with_its_weights(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await kit.deploy("dep-b")
+        await store.set_env(kit.tenant, "staging", [Target("dep-a", 90), Target("dep-b", 10)], actor="alice")
+        promoted = await store.promote_env(kit.tenant, "prod", "staging", actor="bob")
+        assert promoted.targets == [Target("dep-a", 90), Target("dep-b", 10)]
+        [latest, *_] = await store.env_history(kit.tenant, "prod")
+        assert (latest["action"], latest["actor"], latest["reason"]) == ("promote", "bob", "promoted from staging")
+        # A new environment can be promoted into; a missing source or itself is refused.
+        assert (await store.promote_env(kit.tenant, "qa", "prod", actor="bob", reason="r")).targets == promoted.targets
+        with pytest.raises(NotFoundError):
+            await store.promote_env(kit.tenant, "prod", "nope", actor="bob")
+        with pytest.raises(BadRequestError):
+            await store.promote_env(kit.tenant, "prod", "prod", actor="bob")
+        assert len(await store.env_history(kit.tenant, "prod")) == 2
+        # A promotion is undone like any change.
+        await store.rollback_env(kit.tenant, "prod", actor="bob")
+        assert (await store.get_env(kit.tenant, "prod")).targets == [Target("dep-a", 100)]
 
     run(body)
 

@@ -6,7 +6,6 @@ import click
 from rich.table import Table
 
 from tether.cli._common import Settings, call, console, emit_json, pass_settings, when
-from tether.errors import ApiError
 
 
 def _labels(targets: list[dict[str, object]], labels: dict[str, str]) -> str:
@@ -100,11 +99,7 @@ def promote(settings: Settings, source: str, target: str, reason: str | None) ->
     """Point TARGET where SOURCE points now (e.g. 'promote staging prod')."""
 
     async def go(c):  # type: ignore[no-untyped-def]
-        found = {e["name"]: e for e in await c.envs()}
-        if source not in found:
-            raise ApiError(404, "not_found", f"no environment {source!r}: see 'tether env list'")
-        weights = {t["deployment_id"]: t["weight"] for t in found[source]["targets"]}
-        e = await c.split_env(target, weights, reason=reason or f"promoted from {source}")
+        e = await c.promote_env(target, source, reason=reason)
         return e, {d["id"]: d["label"] for d in await c.deployments()}
 
     e, labels = call(settings, go)

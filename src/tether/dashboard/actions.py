@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from tether import _json
 from tether.dashboard._render import error_page, render
-from tether.errors import BadRequestError, NotFoundError, TetherError
+from tether.errors import BadRequestError, TetherError
 from tether.server.api._http import read_body, runtime, tenant
 
 ACTOR = "dashboard"
@@ -109,14 +109,9 @@ async def set_env(request: Request, form: Form) -> str:
 @action
 async def promote_env(request: Request, form: Form) -> str:
     """``POST /envs/{env}/promote``: point ``{env}`` where environment ``from`` points now."""
-    rt, tid, env = runtime(request), tenant(request), request.path_params["env"]
+    env = request.path_params["env"]
     source = form.need("from", "the environment to promote from")
-    found = {e.name: e for e in await rt.store.list_envs(tid)}
-    if source not in found:
-        raise NotFoundError(f"no environment {source!r}: choose one listed on this page")
-    reason = form.get("reason") or f"promoted from {source}"
-    targets = [(t.deployment_id, t.weight) for t in found[source].targets]
-    await rt.set_env(tid, env, targets, actor=ACTOR, reason=reason)
+    await runtime(request).promote_env(tenant(request), env, source, actor=ACTOR, reason=form.get("reason"))
     return f"/envs#env-{_quote(env)}"
 
 

@@ -95,8 +95,9 @@ async def diff_page(request: Request) -> Response:
 async def envs_page(request: Request) -> Response:
     """``GET /envs``: each environment's pointer (or split), its history, and forms to change it."""
     rt, tid = runtime(request), tenant(request)
-    deployments = [d for d in reversed(await rt.deployments(tid)) if d["status"] != "removed"]
-    labels = {str(d["id"]): str(d["label"]) for d in await rt.deployments(tid)}
+    every = await rt.deployments(tid)
+    deployments = [d for d in reversed(every) if d["status"] != "removed"]
+    labels = {str(d["id"]): str(d["label"]) for d in every}
     envs = []
     for env in await rt.store.list_envs(tid):
         envs.append({"env": env, "history": await rt.store.env_history(tid, env.name)})

@@ -261,6 +261,13 @@ class Runtime:
             resolved.append(Target((await self.store.get_deployment(tenant_id, ref)).id, weight))
         return await self.store.set_env(tenant_id, name, resolved, actor=actor, reason=reason)
 
+    async def promote_env(
+        self, tenant_id: str, name: str, source: str, *, actor: str, reason: str | None
+    ) -> Environment:
+        """Point ``name`` where environment ``source`` points now (e.g. prod from staging)."""
+        check_name("environment", name)
+        return await self.store.promote_env(tenant_id, name, source, actor=actor, reason=reason)
+
     # --- runs ---------------------------------------------------------------------------
 
     async def start_run(

@@ -6,7 +6,7 @@ from typing import Any
 
 from tether.core.routing import Target
 from tether.core.status import IN_FLIGHT
-from tether.errors import ConflictError
+from tether.errors import BadRequestError, ConflictError
 from tether.store._ops import Ops, _now
 from tether.store.backend import Tx
 from tether.store.records import (
@@ -259,6 +259,26 @@ class DeploymentOps(Ops):
                 if dep.removed_at is not None:
                     raise ConflictError(f"deployment {dep.label} was removed: deploy its content again to use it")
             return self._set_env(tx, tenant_id, name, targets, "set", actor, reason)
+
+        return await self.backend.write(op)
+
+    async def promote_env(
+        self, tenant_id: str, name: str, source: str, *, actor: str, reason: str | None = None
+    ) -> Environment:
+        """Point ``name`` where environment ``source`` points now, read and written in one
+        transaction (a change of ``source`` meanwhile cannot be half-copied).
+
+        Raises:
+            BadRequestError: ``name`` and ``source`` are the same environment.
+            NotFoundError: no environment ``source``.
+        """
+        if name == source:
+            raise BadRequestError(f"cannot promote {name} from itself: name the environment to copy, e.g. staging")
+
+        def op(tx: Tx) -> Environment:
+            # Nothing removed to refuse: removal is refused while an environment points at it.
+            targets = _targets(self._env_row(tx, tenant_id, source)["targets"])
+            return self._set_env(tx, tenant_id, name, targets, "promote", actor, reason or f"promoted from {source}")
 
         return await self.backend.write(op)
 

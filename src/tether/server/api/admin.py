@@ -94,6 +94,19 @@ async def put_env(request: Request) -> Response:
     return json_response(env.to_json())
 
 
+async def promote_env(request: Request) -> Response:
+    """``POST /v1/envs/{env}/promote``: ``{"from": SOURCE}``, optional ``reason``."""
+    body = await read_json(request)
+    source = _str_field(body, "from")
+    if source is None:
+        raise BadRequestError('name the environment to promote from: {"from": "staging"}')
+    reason = body.get("reason") if isinstance(body, dict) else None
+    env = await runtime(request).promote_env(
+        tenant(request), request.path_params["env"], source, actor=actor(request), reason=reason
+    )
+    return json_response(env.to_json())
+
+
 async def rollback_env(request: Request) -> Response:
     """``POST /v1/envs/{env}/rollback``."""
     body = await read_json(request, default={})
@@ -251,6 +264,7 @@ ROUTES = [
     Route("/v1/deployments/{a}/diff/{b}", diff_deployments, methods=["GET"]),
     Route("/v1/envs", list_envs, methods=["GET"]),
     Route("/v1/envs/{env}", put_env, methods=["PUT"]),
+    Route("/v1/envs/{env}/promote", promote_env, methods=["POST"]),
     Route("/v1/envs/{env}/rollback", rollback_env, methods=["POST"]),
     Route("/v1/envs/{env}/history", env_history, methods=["GET"]),
     Route("/v1/runs", list_runs, methods=["GET"]),
