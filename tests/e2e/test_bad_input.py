@@ -138,3 +138,32 @@ def test_environment_and_rollback_refusals(deployed: ServerProcess) -> None:
     _error(httpx.put(f"{url}/v1/envs/staging", json={"deployment": "v7"}), 404, "not_found")
     _error(httpx.put(f"{url}/v1/envs/bad name!", json={"deployment": "v1"}), 400, "bad_request")
     assert "drained" in _error(httpx.delete(f"{url}/v1/deployments/v1"), 409, "conflict")
+
+
+def test_writes_from_another_sites_page_are_refused(deployed: ServerProcess) -> None:
+    run = deployed.call(lambda c: c.start_run("place", {"order": {"sku": "a", "quantity": 1}}, env="prod"))
+    deployed.wait_for(run["id"], {"suspended"})
+    forged = [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ]
+    for headers in forged:
+        answer = httpx.post(f"{deployed.url}/v1/runs/{run['id']}/kill", json={"reason": "x"}, headers=headers)
+        assert answer.status_code == 403, headers
+        assert answer.json()["error"]["code"] == "forbidden"
+        assert "another site" in answer.json()["error"]["message"]
+        env = httpx.put(f"{deployed.url}/v1/envs/prod", json={"deployment": "v1"}, headers=headers)
+        assert env.status_code == 403
+    # Reads pass; nothing was changed or audited.
+    assert httpx.get(f"{deployed.url}/v1/runs/{run['id']}", headers=forged[0]).status_code == 200
+    assert deployed.call(lambda c: c.run(run["id"]))["status"] == "suspended"
+    assert deployed.call(lambda c: c.audit(target=run["id"])) == []
+    # The same origin (a page of this server) and clients that send no Origin (the CLI) pass.
+    same = httpx.post(
+        f"{deployed.url}/v1/runs/{run['id']}/pause",
+        json={},
+        headers={"Origin": deployed.url, "Sec-Fetch-Site": "same-origin"},
+    )
+    assert same.status_code == 200
+    assert deployed.call(lambda c: c.resume(run["id"]))["status"] == "suspended"

@@ -12,11 +12,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tether.dashboard import views as dashboard
+from tether.server._origin import SameOriginMiddleware
 from tether.server.api import admin, ingress, internal
 from tether.server.api._http import json_response
 from tether.server.dispatcher import Dispatcher
@@ -123,4 +125,9 @@ def create_app(options: ServerOptions) -> Starlette:
         *internal.ROUTES,
         *dashboard.ROUTES,
     ]
-    return Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SameOriginMiddleware)],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
