@@ -127,7 +127,6 @@ async def runs_page(request: Request) -> Response:
         )
     except TetherError as exc:
         return error_page(exc)
-    runs.sort(key=lambda r: r.status is not RunStatus.STUCK)
     return render(
         "runs.html",
         page="runs",

@@ -7,7 +7,7 @@ async function refresh() {
   const live = document.querySelectorAll("[data-live][id]");
   if (live.length === 0) return;
   try {
-    const response = await fetch(location.href, { headers: { "X-Tether-Live": "1" } });
+    const response = await fetch(location.href);
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const element of live) {
