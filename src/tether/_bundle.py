@@ -2,6 +2,11 @@
 
 The same directory content always packs to the same bytes (sorted entries, fixed mtimes,
 owners and modes, gzip without a timestamp), so the bundle digest identifies the content.
+
+A bundle's *code* is also described file by file (``{path: sha256}``, :func:`file_digests`):
+the runtime records that list when it deploys, and a worker checks the folder it imports
+from against it at every start (:func:`verify_tree`), so an edit of the unpacked copy is named
+file by file instead of running silently.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 import tomllib
@@ -95,6 +101,78 @@ def extract(data: bytes, dest: Path) -> None:
     dest.mkdir(parents=True)
     with tar:
         tar.extractall(dest, filter="data")
+
+
+def file_digests(data: bytes) -> dict[str, str]:
+    """``{path: sha256 of its bytes}`` of every regular file in bundle bytes.
+
+    Raises:
+        BundleError: the bytes are not a gzip-compressed tar archive.
+    """
+    found: dict[str, str] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                if member.isfile():
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    found[PurePosixPath(member.name).as_posix()] = hashlib.sha256(handle.read()).hexdigest()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"the bundle is not a gzip-compressed tar archive ({exc})") from None
+    return dict(sorted(found.items()))
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """``{path: sha256}`` of the files :func:`pack` would take from ``root`` (an app folder)."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest() for path in _files(root)}
+
+
+def code_digest(files: dict[str, str]) -> str:
+    """One digest for a ``{path: sha256}`` list (order-independent)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def verify_tree(root: Path, expected: dict[str, str]) -> list[str]:
+    """What differs between the folder ``root`` and the file list it must hold exactly.
+
+    Every file must be there with its digest, and nothing else may be: an added file (a
+    planted ``.pyc``, a module that shadows one of the app's imports) changes what runs as
+    surely as an edited one. Returns one line per difference, e.g.
+    ``app.py: changed (sha256 ab12cd34ef56 → 0f1e2d3c4b5a)``; empty when the folder is exact.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            relative = path.relative_to(root).as_posix()
+            if relative not in expected:
+                problems.append(f"{relative}: added (not in the deployed bundle)")
+                continue
+            seen.add(relative)
+            if path.is_symlink() or not path.is_file():
+                problems.append(f"{relative}: replaced by something that is not a regular file")
+                continue
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            if actual != expected[relative]:
+                problems.append(f"{relative}: changed (sha256 {expected[relative][:12]} → {actual[:12]})")
+    for relative in sorted(expected.keys() - seen):
+        problems.append(f"{relative}: missing")
+    return problems
+
+
+def code_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """File by file, what differs from the ``before`` list to the ``after`` list."""
+    lines = []
+    for path in sorted(before.keys() | after.keys()):
+        if path not in after:
+            lines.append(f"{path}: removed")
+        elif path not in before:
+            lines.append(f"{path}: added")
+        elif before[path] != after[path]:
+            lines.append(f"{path}: changed (sha256 {before[path][:12]} → {after[path][:12]})")
+    return lines
 
 
 def app_ref(root: Path) -> str | None:

@@ -1,8 +1,15 @@
 """A bundle worker: serve one deployment's app over the framed link (``python -m tether._worker``).
 
-Started by the runtime from the stored artifact. Prints one line, ``TETHER_WORKER_READY
-<port> <manifest digest>``, once it listens, or ``TETHER_WORKER_ERROR <message>`` and exits 3
-when the app cannot be loaded.
+Started by the runtime from the stored artifact. With ``--expect-stdin`` it first reads, from
+standard input, what the deployment was recorded with (``{"files": {path: sha256} | null,
+"environment": fingerprint | null}``) and proves it before importing a line of the app: the
+folder must hold exactly those files, and this interpreter must have that fingerprint
+(:mod:`tether._environment`).
+
+It prints one line: ``TETHER_WORKER_READY <port> <manifest digest>`` once it listens,
+``TETHER_WORKER_REFUSED <json>`` (``{"type": "CodeChanged" | "EnvironmentChanged", "message",
+"changes"}``) when the proof fails, or ``TETHER_WORKER_ERROR <message>`` when the app cannot be
+loaded; it exits 3 after either of the last two.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from tether import _bundle, _environment
 from tether._gc import tune_gc
 from tether._loader import load_app
 from tether.errors import BundleError
@@ -45,12 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--expect-stdin", action="store_true", help="read the snapshot to prove from stdin")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         _exit_with_parent(args.parent_pid)
+    expected = json.loads(sys.stdin.read() or "{}") if args.expect_stdin else {}
+    environment = _environment.fingerprint(exclude=[str(args.app_dir)])
+    refusal = _prove(args.app_dir, expected, environment)
+    if refusal is not None:
+        print("TETHER_WORKER_REFUSED " + json.dumps(refusal), flush=True)
+        return 3
     try:
         app = load_app(args.app_dir, args.app)
-        link = LinkServer(app)
+        link = LinkServer(app, environment=environment)
     except BundleError as exc:
         print("TETHER_WORKER_ERROR " + json.dumps(exc.message), flush=True)
         return 3
@@ -65,6 +80,30 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     asyncio.run(_serve(link, sock))
     return 0
+
+
+def _prove(app_dir: Path, expected: dict[str, object], environment: dict[str, object]) -> dict[str, object] | None:
+    """Why this worker must not serve the deployment (code or environment differ), or None."""
+    files = expected.get("files")
+    if isinstance(files, dict):
+        problems = _bundle.verify_tree(app_dir, files)
+        if problems:
+            return {
+                "type": "CodeChanged",
+                "message": "the unpacked bundle differs from the deployed one: " + _environment.summary(problems),
+                "changes": problems,
+            }
+    recorded = expected.get("environment")
+    if isinstance(recorded, dict):
+        lines = _environment.changes(recorded, environment)
+        if lines:
+            return {
+                "type": "EnvironmentChanged",
+                "message": "the worker's environment differs from the one the deployment was made in: "
+                + _environment.summary(lines),
+                "changes": lines,
+            }
+    return None
 
 
 async def _serve(link: LinkServer, sock: socket.socket) -> None:

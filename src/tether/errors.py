@@ -12,9 +12,11 @@ The tree::
     ├── JournalMismatchError          journal_mismatch     409
     ├── BadRequestError               bad_request          400
     │   └── BundleError               bad_bundle           400
+    │       └── RequirementsError     bad_requirements     400
     ├── NotFoundError                 not_found            404
     ├── ConflictError                 conflict             409
     │   └── FencedError               fenced               409
+    ├── SnapshotError                 snapshot_changed     409
     ├── SchemaError                   schema_violation     422
     ├── PayloadTooLargeError          too_large            413
     ├── WorkerUnavailableError        worker_unavailable   503
@@ -148,6 +150,35 @@ class BundleError(BadRequestError):
     """An uploaded bundle cannot be read or its app cannot be loaded."""
 
     code = "bad_bundle"
+
+
+class RequirementsError(BundleError):
+    """A bundle's dependencies (``requirements.txt``, ``pyproject.toml`` + ``uv.lock``) cannot be
+    resolved or installed; the message carries uv's own words."""
+
+    code = "bad_requirements"
+
+
+class SnapshotError(TetherError):
+    """What a deployment would load is not what it was deployed with: its stored artifact, its
+    unpacked files or its environment changed. The run stops ``stuck``; nothing runs.
+
+    ``kind`` names what changed (``ArtifactChanged``, ``CodeChanged``, ``EnvironmentChanged``,
+    ``EndpointChanged``) and ``changes`` lists each difference (a file, a package).
+    """
+
+    code = "snapshot_changed"
+    status = 409
+
+    def __init__(self, kind: str, message: str, changes: list[str] | None = None) -> None:
+        """Describe what changed."""
+        super().__init__(message)
+        self.kind = kind
+        self.changes = list(changes or [])
+
+    def to_reason(self) -> dict[str, Any]:
+        """The run's ``stuck_reason``."""
+        return {"type": self.kind, "message": self.message, "changes": self.changes}
 
 
 class NotFoundError(TetherError):

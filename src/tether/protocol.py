@@ -34,6 +34,10 @@ class ManifestResponse(TypedDict):
     manifest: dict[str, Any]
     digest: str
     protocol: int
+    code: NotRequired[dict[str, str]]
+    """``{path: sha256}`` of the app's files (endpoints; a bundle's come from its artifact)."""
+    environment: NotRequired[dict[str, Any]]
+    """The fingerprint of the interpreter serving it (see :mod:`tether._environment`)."""
 
 
 class InvokeRequest(TypedDict):
@@ -51,6 +55,10 @@ class InvokeRequest(TypedDict):
     runtime_url: str
     dry_run: NotRequired[bool]
     """Replay only: execute nothing, append nothing; answer ``compatible`` or ``mismatch``."""
+    code_digest: NotRequired[str]
+    """The code digest the run is pinned to (registered endpoints check it against their own)."""
+    environment_digest: NotRequired[str]
+    """The environment digest the run is pinned to (registered endpoints check it too)."""
 
 
 class ErrorInfo(TypedDict):
@@ -117,18 +125,34 @@ class AppendResponse(TypedDict):
     completions: list[Completion]
 
 
-def manifest_refusal(served_digest: str, request: InvokeRequest) -> dict[str, str] | None:
-    """The refusal an endpoint answers when a run is pinned to another manifest, else None.
+def manifest_refusal(
+    served_digest: str,
+    request: InvokeRequest,
+    *,
+    code_digest: str | None = None,
+    environment_digest: str | None = None,
+) -> dict[str, str] | None:
+    """The refusal an endpoint answers when a run is pinned to another snapshot, else None.
 
-    Code swapped under an endpoint must fail loudly, never serve a run pinned elsewhere.
+    Code swapped under an endpoint must fail loudly, never serve a run pinned elsewhere: the
+    manifest digest is always compared, and the code and environment digests whenever the
+    request names them (the runtime recorded them when the endpoint was registered).
     """
     pinned = str(request.get("manifest_digest"))
-    if pinned == served_digest:
-        return None
-    return {
-        "code": "manifest_mismatch",
-        "message": f"endpoint serves manifest {served_digest[:12]}, run pinned to {pinned[:12]}",
-    }
+    if pinned != served_digest:
+        return {
+            "code": "manifest_mismatch",
+            "message": f"endpoint serves manifest {served_digest[:12]}, run pinned to {pinned[:12]}",
+        }
+    for field, served in (("code_digest", code_digest), ("environment_digest", environment_digest)):
+        wanted = request.get(field)
+        if wanted is not None and served is not None and wanted != served:
+            what = field.removesuffix("_digest")
+            return {
+                "code": "manifest_mismatch",
+                "message": f"endpoint serves {what} {served[:12]}, run pinned to {str(wanted)[:12]}",
+            }
+    return None
 
 
 SIGNATURE_HEADER = "x-tether-signature"

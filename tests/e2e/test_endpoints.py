@@ -113,5 +113,39 @@ def test_a_registered_endpoint_serves_runs_and_a_code_swap_stops_them(
     endpoint.start(port)
     server.call(lambda c: c.signal(second["id"], "go", {"ok": True}))
     stuck = server.wait_for(second["id"], {"stuck", "completed", "failed"})
-    assert stuck["status"] == "stuck" and stuck["stuck_reason"]["type"] == "ManifestMismatch"
-    assert re.fullmatch(r"endpoint serves manifest \w{12}, run pinned to \w{12}", stuck["stuck_reason"]["message"])
+    reason = stuck["stuck_reason"]
+    assert stuck["status"] == "stuck" and reason["type"] == "EndpointChanged"
+    # Field by field: the manifest's component and field, and the file.
+    assert reason["changes"][0] == (
+        "manifest: double: description: 'Doubles a number.' → 'Doubles a number, now faster.'"
+    ), reason["changes"]
+    assert re.fullmatch(r"code: app\.py: changed \(sha256 \w{12} → \w{12}\)", reason["changes"][1])
+    assert reason["message"].startswith(f"the endpoint at {endpoint.url} no longer serves v1 (manifest: double:")
+
+
+BODY = APP.format(DOC="Doubles a number.")
+
+
+def test_a_body_swapped_behind_the_url_is_refused_like_a_manifest_swap(
+    server: ServerProcess, endpoint: Endpoint
+) -> None:
+    server.call(lambda c: c.register(endpoint.url, secret=SECRET, env="prod"))
+    run = server.call(lambda c: c.start_run("job", {"n": 5}, env="prod"))
+    server.wait_for(run["id"], {"suspended"})
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    endpoint.stop()
+    # Only the body changes: the manifest (names, docstrings, schemas) is byte for byte the same.
+    (endpoint.app_dir / "app.py").write_text(BODY.replace("return n * 2", "return n * 3"))
+    endpoint.starts = 2
+    endpoint.start(port)
+    server.call(lambda c: c.signal(run["id"], "go", {"ok": True}))
+    stuck = server.wait_for(run["id"], {"stuck", "completed", "failed"})
+    reason = stuck["stuck_reason"]
+    assert stuck["status"] == "stuck" and reason["type"] == "EndpointChanged", stuck
+    assert len(reason["changes"]) == 1 and reason["changes"][0].startswith("code: app.py: changed"), reason
+    assert [e["kind"] for e in server.call(lambda c: c.journal(run["id"]))] == ["step", "signal"]
+    # Registering what the URL serves now is a new deployment; the run moves there after a dry run.
+    new = server.call(lambda c: c.register(endpoint.url, secret=SECRET))
+    assert (new["label"], new["created"]) == ("v2", True)
+    server.call(lambda c: c.move(run["id"], "v2"))
+    assert server.call(lambda c: c.result(run["id"], wait=30))["output"] == 10

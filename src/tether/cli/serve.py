@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import uvicorn
 
-from tether import _bundle
+from tether import _bundle, _environment
 from tether._loader import load_app
 from tether.errors import BundleError
 from tether.sdk.endpoint import create_endpoint
@@ -37,7 +37,10 @@ def serve(app_ref: str | None, app_dir: Path, host: str, port: int, secret: str)
         ref = app_ref or _bundle.app_ref(app_dir)
         if ref is None:
             raise BundleError("name the app: tether serve module:attribute, or add tether.toml with app = ...")
-        endpoint = create_endpoint(load_app(app_dir, ref), secret=secret)
+        # Read the files before importing them: the digest names the code that is then loaded.
+        code = _bundle.tree_digests(app_dir)
+        environment = _environment.fingerprint(exclude=[str(app_dir)])
+        endpoint = create_endpoint(load_app(app_dir, ref), secret=secret, code=code, environment=environment)
     except BundleError as exc:
         raise click.ClickException(exc.message) from None
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

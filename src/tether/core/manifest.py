@@ -23,13 +23,17 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(manifest)).hexdigest()
 
 
-def deployment_id(bundle_digest: str, manifest_digest: str) -> str:
+def deployment_id(*identity: str) -> str:
     """The content-derived deployment id: ``dep_`` and 12 hex digits.
 
-    Identical content (the same bundle read as the same manifest) always yields the same id,
-    so deploying it twice never creates a new version.
+    ``identity`` names everything that decides the deployment's behaviour, in a fixed order:
+    the code (a bundle digest, or an endpoint's URL and code digest), the app reference
+    (``module:attribute``), the manifest digest and the environment digest. Identical content
+    always yields the same id, so deploying it twice never creates a new version; a change of
+    any part — the same files read through another ``--app``, the same bundle on other
+    libraries — is a new deployment.
     """
-    both = hashlib.sha256(f"{bundle_digest}:{manifest_digest}".encode()).hexdigest()
+    both = hashlib.sha256(":".join(identity).encode()).hexdigest()
     return f"dep_{both[:12]}"
 
 

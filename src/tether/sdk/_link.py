@@ -21,11 +21,12 @@ from tether.sdk.app import App
 class LinkServer:
     """Serves one app on framed connections from the runtime."""
 
-    def __init__(self, app: App) -> None:
-        """Freeze the app's manifest once."""
+    def __init__(self, app: App, *, environment: dict[str, Any] | None = None) -> None:
+        """Freeze the app's manifest once; ``environment`` is the fingerprint reported with it."""
         self.app = app
         self.manifest = app.manifest()
         self.digest = app.manifest_digest()
+        self.environment = environment
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection until the runtime closes it."""
@@ -62,6 +63,7 @@ class _Connection:
                             "manifest": self._server.manifest,
                             "digest": self._server.digest,
                             "protocol": PROTOCOL_VERSION,
+                            "environment": self._server.environment,
                         }
                     )
                 else:

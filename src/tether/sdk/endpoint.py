@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tether import _json
+from tether import _bundle, _environment, _json
 from tether.errors import FencedError
 from tether.protocol import (
     INVOKE_PATH,
@@ -63,17 +63,35 @@ class HttpJournalSink:
 UNSIGNED = {"error": {"code": "unauthenticated", "message": "the request is not signed with this endpoint's secret"}}
 
 
-def create_endpoint(app: App, *, secret: str) -> Starlette:
+def create_endpoint(
+    app: App, *, secret: str, code: dict[str, str] | None = None, environment: dict[str, Any] | None = None
+) -> Starlette:
     """Build the ASGI app serving ``app``'s manifest and invocations.
 
     Every request must carry the HMAC of its body (a GET: of its path) under ``secret``, the
     secret the deployment was registered with; anything else is refused with 401.
+
+    ``code`` (``{path: sha256}`` of the app's files, as ``tether serve`` reads them at start)
+    and ``environment`` (this interpreter's fingerprint, computed when omitted) are reported
+    with the manifest; an invoke pinned to other code or another environment is refused with
+    409, so a body swapped behind the URL stops the run as surely as a changed docstring.
     """
     if not secret:
         raise ValueError("an endpoint needs a secret: the runtime signs every request with it")
     manifest = app.manifest()
     digest = app.manifest_digest()
-    manifest_body = _json.dumps({"manifest": manifest, "digest": digest, "protocol": PROTOCOL_VERSION})
+    code = dict(code or {})
+    environment = environment if environment is not None else _environment.fingerprint()
+    serves = {
+        "manifest": manifest,
+        "digest": digest,
+        "protocol": PROTOCOL_VERSION,
+        "code": code,
+        "environment": environment,
+    }
+    code_digest = _bundle.code_digest(code)
+    environment_digest = _environment.digest(environment)
+    manifest_body = _json.dumps(serves)
     state: dict[str, httpx.AsyncClient] = {}
 
     @contextlib.asynccontextmanager
@@ -95,9 +113,9 @@ def create_endpoint(app: App, *, secret: str) -> Starlette:
             body: InvokeRequest = _json.loads(raw)
         except _json.JSONDecodeError:
             return _respond({"error": {"code": "bad_request", "message": "body is not JSON"}}, 400)
-        refusal = manifest_refusal(digest, body)
+        refusal = manifest_refusal(digest, body, code_digest=code_digest, environment_digest=environment_digest)
         if refusal is not None:
-            return _respond({"error": refusal}, 409)
+            return _respond({"error": refusal, "serves": serves}, 409)
         attempt = Attempt(app, body, HttpJournalSink(state["client"], body))
         return _respond(await attempt.execute())
 

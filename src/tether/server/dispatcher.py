@@ -20,13 +20,14 @@ from typing import Any
 
 import httpx
 
-from tether import _json
-from tether.errors import BundleError, FencedError
+from tether import _bundle, _environment, _json
+from tether.core.manifest import diff
+from tether.errors import BundleError, FencedError, SnapshotError
 from tether.protocol import INVOKE_PATH, SIGNATURE_HEADER, InvokeRequest, sign
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
 from tether.server.tracing import ABANDONED, Tracing
-from tether.server.workers import WorkerPool
+from tether.server.workers import WorkerPool, worker_spec
 from tether.store.base import AttemptStart, Deployment, Run, Store
 
 log = logging.getLogger("tether.dispatcher")
@@ -42,6 +43,34 @@ def attempt_token(secret: bytes, run_id: str, attempt: int) -> str:
 def check_token(secret: bytes, run_id: str, attempt: int, token: str) -> bool:
     """Whether ``token`` is the one issued for this run and attempt."""
     return hmac.compare_digest(attempt_token(secret, run_id, attempt), token)
+
+
+def served_elsewhere(pinned: Deployment, served: dict[str, Any], where: str) -> SnapshotError:
+    """What ``where`` serves instead of the ``pinned`` deployment, field by field: the
+    manifest (component by component), the code (file by file), the environment (package by
+    package). ``served`` is ``{"manifest", "digest", "code"?, "environment"?}``."""
+    changes = []
+    manifest = served.get("manifest")
+    if served.get("digest") != pinned.manifest_digest and isinstance(manifest, dict):
+        changes += [f"manifest: {c.component}: {c.detail}" for c in diff(pinned.manifest, manifest)]
+        if not changes:
+            changes.append(f"manifest: {pinned.manifest_digest[:12]} → {str(served.get('digest'))[:12]}")
+    code = served.get("code")
+    if pinned.code is not None and isinstance(code, dict):
+        changes += [f"code: {line}" for line in _bundle.code_changes(pinned.code, code)]
+    environment = served.get("environment")
+    if pinned.environment is not None and isinstance(environment, dict):
+        changes += [
+            f"environment: {line}" for line in _environment.changes(pinned.environment["fingerprint"], environment)
+        ]
+    summary = _environment.summary(changes) if changes else "it serves another snapshot"
+    return SnapshotError(
+        "EndpointChanged" if pinned.kind == "endpoint" else "ManifestMismatch",
+        f"{where} no longer serves {pinned.label} ({summary}). Nothing ran. Serve {pinned.label}'s code there "
+        "again, or register the new code as a deployment and move the run to it after a dry run "
+        "('tether runs move RUN --to VERSION')",
+        changes,
+    )
 
 
 def retry_delay(attempt: int) -> float:
@@ -287,11 +316,16 @@ class Dispatcher:
         if deployment.kind == "endpoint":
             assert deployment.url is not None
             request["journal"] = [e.to_json() for e in start.journal]
-            return await self._invoke_http(deployment.url, deployment.secret or "", request)
-        assert deployment.bundle_digest is not None and deployment.app_ref is not None
+            if deployment.code is not None and deployment.environment is not None:
+                request["code_digest"] = deployment.code_digest or ""
+                request["environment_digest"] = _environment.digest(deployment.environment["fingerprint"])
+            return await self._invoke_http(deployment, request)
+        assert deployment.bundle_digest is not None
         digest = deployment.bundle_digest
         try:
-            worker = await self._pool.get(digest, deployment.app_ref, lambda: self._store.get_artifact(digest))
+            worker = await self._pool.get(worker_spec(deployment), lambda: self._store.get_artifact(digest))
+        except SnapshotError as exc:
+            return {"outcome": "stuck", "error": exc.to_reason()}
         except BundleError as exc:
             return {"outcome": "stuck", "error": {"type": "DeploymentUnavailable", "message": exc.message}}
         worker.active += 1
@@ -310,21 +344,36 @@ class Dispatcher:
             worker.active -= 1
             worker.last_used = time.monotonic()
         if "refused" in answer:
-            return {"outcome": "stuck", "error": {"type": "ManifestMismatch", "message": answer["refused"]["message"]}}
+            served = await worker.link.manifest()
+            return {"outcome": "stuck", "error": served_elsewhere(deployment, served, "its worker").to_reason()}
         response: dict[str, Any] = answer["response"]
         return response
 
-    async def _invoke_http(self, url: str, secret: str, request: InvokeRequest) -> dict[str, Any]:
+    async def _invoke_http(self, deployment: Deployment, request: InvokeRequest) -> dict[str, Any]:
+        assert deployment.url is not None
+        url, secret = deployment.url, deployment.secret or ""
         body = _json.dumps(request)
         response = await self._http.post(
             url.rstrip("/") + INVOKE_PATH,
             content=body,
             headers={"content-type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
         )
-        if response.status_code in (401, 409):
-            # Code swapped under the URL, or a secret that no longer matches: stop loudly.
-            kind = "ManifestMismatch" if response.status_code == 409 else "EndpointRefused"
-            return {"outcome": "stuck", "error": {"type": kind, "message": response.json()["error"]["message"]}}
+        if response.status_code == 409:
+            # Code swapped under the URL: stop loudly, saying what changed.
+            served = response.json().get("serves")
+            if isinstance(served, dict):
+                return {
+                    "outcome": "stuck",
+                    "error": served_elsewhere(deployment, served, f"the endpoint at {url}").to_reason(),
+                }
+            message = response.json()["error"]["message"]
+            return {"outcome": "stuck", "error": {"type": "EndpointChanged", "message": message}}
+        if response.status_code == 401:
+            # A secret that no longer matches: stop loudly.
+            return {
+                "outcome": "stuck",
+                "error": {"type": "EndpointRefused", "message": response.json()["error"]["message"]},
+            }
         response.raise_for_status()
         outcome: dict[str, Any] = _json.loads(response.content)
         return outcome

@@ -10,20 +10,22 @@ import asyncio
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import jsonschema
 
-from tether import _bundle, _json
+from tether import _bundle, _environment, _json
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import BadRequestError, BundleError, ConflictError, NotFoundError, PayloadTooLargeError, SchemaError
 from tether.protocol import MANIFEST_PATH, SIGNATURE_HEADER, sign
+from tether.server._envs import BuildLog, Progress, lock_source
 from tether.server.dispatcher import Dispatcher
-from tether.server.workers import WorkerPool
+from tether.server.workers import WorkerPool, WorkerSpec
 from tether.store.base import Deployment, Environment, Run, Store
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -59,6 +61,24 @@ def _checked_manifest(body: Any, source: str, error: type[BadRequestError]) -> t
     if digest != body.get("digest"):
         raise error(f"{source} reported a manifest whose digest does not match its content")
     return manifest, digest
+
+
+def snapshot_changes(old: Deployment, new: Deployment) -> list[Change]:
+    """What differs beyond the manifest: the app reference, the code file by file (or the
+    bundle, for deployments recorded before files were), and the environment package by package."""
+    changes = []
+    if old.app_ref != new.app_ref:
+        changes.append(Change("*", "app changed", f"{old.app_ref} → {new.app_ref}"))
+    if old.code is not None and new.code is not None:
+        changes += [Change("*", "code changed", line) for line in _bundle.code_changes(old.code, new.code)]
+    elif old.bundle_digest != new.bundle_digest:
+        changes.append(
+            Change("*", "code changed", f"bundle {str(old.bundle_digest)[:12]} → {str(new.bundle_digest)[:12]}")
+        )
+    if old.environment is not None and new.environment is not None:
+        before, after = old.environment["fingerprint"], new.environment["fingerprint"]
+        changes += [Change("*", "environment changed", line) for line in _environment.changes(before, after)]
+    return changes
 
 
 class Watch:
@@ -114,12 +134,26 @@ class Runtime:
     # --- deployments ------------------------------------------------------------------
 
     async def deploy(
-        self, tenant_id: str, data: bytes, *, app_ref: str | None, env: str | None, actor: str
+        self,
+        tenant_id: str,
+        data: bytes,
+        *,
+        app_ref: str | None,
+        env: str | None,
+        actor: str,
+        progress: Progress | None = None,
     ) -> tuple[Deployment, bool]:
-        """Store a bundle, read its manifest from a worker, record the deployment, route ``env``.
+        """Store a bundle, build its environment, read its manifest from a worker, record the
+        deployment, route ``env``.
+
+        The deployment records everything a later load must prove: the code file by file, the
+        app reference, the manifest, and the environment (its own, built with uv from the
+        bundle's ``requirements.txt`` or ``uv.lock``; else the server's, fingerprinted). The
+        id derives from all of them. ``progress`` receives the environment build's log lines.
 
         Raises:
             PayloadTooLargeError: the bundle is over the bound.
+            RequirementsError: the bundle's dependencies cannot be resolved or installed.
             BundleError: the bundle cannot be read or its app cannot be loaded.
         """
         if len(data) > MAX_BUNDLE_BYTES:
@@ -129,42 +163,78 @@ class Runtime:
         if env is not None:
             check_name("environment", env)
         digest = _bundle.digest(data)
-        existed = self.pool.folder(digest).is_dir()
+        files = _bundle.file_digests(data)
+        folder = self.pool.folder(digest)
+        if folder.is_dir() and _bundle.verify_tree(folder, files):
+            self.pool.quarantine(digest)
+        existed = folder.is_dir()
         folder = self.pool.unpack(data, digest)
+        log = BuildLog(progress)
+        built: str | None = None
+        spec = None
         try:
             ref = _bundle.check_ref(app_ref) if app_ref else _bundle.app_ref(folder)
             if ref is None:
                 raise BundleError(
                     'the bundle names no app: add tether.toml with app = "module:attribute", or pass --app'
                 )
+            source = lock_source(folder)
+            lock = None
+            if source is not None:
+                lock = await self.pool.envs.resolve(folder, source, log)
+                _, fresh = await self.pool.envs.ensure(lock, log)
+                built = lock.digest if fresh else None
 
             async def load() -> bytes:
                 return data
 
-            worker = await self.pool.get(digest, ref, load)
+            spec = WorkerSpec(
+                key=f"deploy-{uuid.uuid4().hex}", label="the new deployment", bundle_digest=digest, app_ref=ref,
+                files=files, lock=lock,
+            )  # fmt: skip
+            worker = await self.pool.get(spec, load)
             body = await worker.link.manifest()
+            manifest, digest_of_manifest = _checked_manifest(body, "the worker", BundleError)
+            fingerprint = body.get("environment")
+            if not isinstance(fingerprint, dict):
+                raise BundleError("the worker reported no environment fingerprint")
+            environment = {
+                "mode": "locked" if lock else "fingerprint",
+                "fingerprint": fingerprint,
+                "lock": lock.to_json() if lock else None,
+            }
+            deployment, created = await self.store.create_deployment(
+                tenant_id,
+                deployment_id=deployment_id(digest, ref, digest_of_manifest, _environment.digest(fingerprint)),
+                kind="bundle",
+                manifest=manifest,
+                manifest_digest=digest_of_manifest,
+                actor=actor,
+                app_ref=ref,
+                bundle=data,
+                bundle_digest=digest,
+                env=env,
+                code=files,
+                environment=environment,
+                venv=lock.digest if lock else None,
+                build_log=log.text() or None,
+            )
         except BaseException:
-            if not existed:
+            if spec is not None:
+                await self.pool.retire(spec.key, None if existed else digest)
+            elif not existed:
                 self.pool.discard(digest)
+            if built is not None and not await self.store.venv_in_use(built):
+                self.pool.envs.remove(built)
             raise
-        manifest, digest_of_manifest = _checked_manifest(body, "the worker", BundleError)
-        return await self.store.create_deployment(
-            tenant_id,
-            deployment_id=deployment_id(digest, digest_of_manifest),
-            kind="bundle",
-            manifest=manifest,
-            manifest_digest=digest_of_manifest,
-            actor=actor,
-            app_ref=ref,
-            bundle=data,
-            bundle_digest=digest,
-            env=env,
-        )
+        await self.pool.adopt(worker, deployment.id)
+        return deployment, created
 
     async def register(
         self, tenant_id: str, url: str, *, secret: str, env: str | None, actor: str
     ) -> tuple[Deployment, bool]:
-        """Record a user-hosted endpoint as an immutable deployment (its manifest, read now).
+        """Record a user-hosted endpoint as an immutable deployment: the manifest, code digest
+        and environment it reports now, all checked again at every invoke.
 
         Raises:
             BadRequestError: the URL or secret is unusable, or the endpoint cannot be read.
@@ -185,10 +255,19 @@ class Runtime:
             raise BadRequestError(f"cannot reach the endpoint at {url}: {exc}") from None
         if response.status_code != 200:
             raise BadRequestError(f"the endpoint at {url} answered {response.status_code}: {response.text[:300]}")
-        manifest, digest_of_manifest = _checked_manifest(_json.loads(response.content), "the endpoint", BadRequestError)
+        body = _json.loads(response.content)
+        manifest, digest_of_manifest = _checked_manifest(body, "the endpoint", BadRequestError)
+        code, fingerprint = body.get("code"), body.get("environment")
+        if not isinstance(code, dict) or not isinstance(fingerprint, dict):
+            raise BadRequestError(
+                f"the endpoint at {url} reports no code digest or environment: serve it with this tether's "
+                "'tether serve'"
+            )
         return await self.store.create_deployment(
             tenant_id,
-            deployment_id=deployment_id(f"url:{url}", digest_of_manifest),
+            deployment_id=deployment_id(
+                f"url:{url}", _bundle.code_digest(code), digest_of_manifest, _environment.digest(fingerprint)
+            ),
             kind="endpoint",
             manifest=manifest,
             manifest_digest=digest_of_manifest,
@@ -196,32 +275,30 @@ class Runtime:
             url=url,
             secret=secret,
             env=env,
+            code=code,
+            environment={"mode": "fingerprint", "fingerprint": fingerprint, "lock": None},
         )
 
     async def deployments(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every deployment with its lifecycle status, live workers and cold starts."""
         items = await self.store.list_deployments(tenant_id)
         for item in items:
-            item.update(self.pool.stats(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"]))))
+            item.update(self.pool.stats(str(item["id"])))
         return items
 
     async def deployment(self, tenant_id: str, ref: str) -> dict[str, Any]:
         """One deployment, with its manifest, live workers and cold starts."""
         item = await self.store.describe_deployment(tenant_id, ref)
-        item.update(self.pool.stats(WorkerPool.key(str(item["bundle_digest"]), str(item["app_ref"]))))
+        item.update(self.pool.stats(str(item["id"])))
         return item
 
     async def diff(self, tenant_id: str, a: str, b: str) -> dict[str, Any]:
         """What changed from deployment ``a`` to ``b``, and the runs on ``a`` it would affect."""
         old = await self.store.get_deployment(tenant_id, a)
         new = await self.store.get_deployment(tenant_id, b)
-        changes = diff(old.manifest, new.manifest)
-        if old.bundle_digest != new.bundle_digest:
-            changes.insert(
-                0, Change("*", "code changed", f"bundle {str(old.bundle_digest)[:12]} → {str(new.bundle_digest)[:12]}")
-            )
+        changes = snapshot_changes(old, new) + diff(old.manifest, new.manifest)
         changed = {c.component for c in changes}
-        code_changed = old.bundle_digest != new.bundle_digest
+        code_changed = any(c.component == "*" for c in changes)
         affected = []
         for run in await self.store.list_runs(tenant_id, deployment_id=old.id, limit=10_000):
             if run.status in TERMINAL:
@@ -241,8 +318,11 @@ class Runtime:
         """Remove a drained deployment: its worker stops and its extracted bundle goes too."""
         removed = await self.store.remove_deployment(tenant_id, ref, actor)
         digest = removed.bundle_digest
-        if digest is not None and await self.store.get_artifact(digest) is None:
-            await self.pool.retire(digest)
+        gone = digest is not None and await self.store.get_artifact(digest) is None
+        await self.pool.retire(removed.id, digest if gone else None)
+        lock = (removed.environment or {}).get("lock")
+        if lock and not await self.store.venv_in_use(lock["digest"]):
+            self.pool.envs.remove(lock["digest"])
         return removed
 
     # --- environments -----------------------------------------------------------------

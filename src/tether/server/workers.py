@@ -3,6 +3,12 @@
 A worker serves the runtime⇄deployment protocol on a loopback port. The pool starts one the
 first time a deployment's run needs it (from the artifact in the store, extracted once into
 the data directory), restarts it if it died, and stops it after an idle timeout.
+
+Every load proves the snapshot (:class:`WorkerSpec`): artifact bytes are checked against the
+bundle digest before they are unpacked, the unpacked folder is read-only, and each worker
+start hands the worker the deployment's file list and environment fingerprint to check before
+it imports anything. A failed proof raises :class:`tether.errors.SnapshotError`, which stops
+the run ``stuck`` with the files or packages that changed.
 """
 
 from __future__ import annotations
@@ -13,19 +19,77 @@ import json
 import logging
 import os
 import shutil
+import stat
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether import _bundle
-from tether.errors import BundleError, WorkerUnavailableError
+from tether.errors import BundleError, SnapshotError, WorkerUnavailableError
+from tether.server._envs import BuildLog, Environments, Lock
 from tether.server._link import AppendHandler, WorkerLink
+from tether.store.records import Deployment
 
 log = logging.getLogger("tether.workers")
 START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What a worker must run, and the snapshot it must prove before it does."""
+
+    key: str
+    """The pool key: the deployment id (one worker per deployment)."""
+    label: str
+    """The deployment's label, for messages."""
+    bundle_digest: str
+    app_ref: str
+    files: dict[str, str] | None = None
+    """``{path: sha256}`` the unpacked folder must hold exactly (None: not recorded, unchecked)."""
+    environment: dict[str, Any] | None = None
+    """The fingerprint the worker's interpreter must have (None: not recorded, unchecked)."""
+    lock: Lock | None = None
+    """The deployment's own environment (None: the server's interpreter)."""
+
+
+ArtifactLoader = Callable[[], Awaitable[bytes | None]]
+
+
+def worker_spec(deployment: Deployment) -> WorkerSpec:
+    """The :class:`WorkerSpec` of a bundle deployment, from its stored record."""
+    assert deployment.bundle_digest is not None and deployment.app_ref is not None
+    environment = deployment.environment or {}
+    lock = environment.get("lock")
+    return WorkerSpec(
+        key=deployment.id,
+        label=deployment.label,
+        bundle_digest=deployment.bundle_digest,
+        app_ref=deployment.app_ref,
+        files=deployment.code,
+        environment=environment.get("fingerprint"),
+        lock=Lock.from_json(lock) if lock else None,
+    )
+
+
+def _writable(path: Path) -> None:
+    """Make an extracted (read-only) folder deletable again."""
+    for dirpath, _, _ in os.walk(path):
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, stat.S_IRWXU)
+
+
+def _read_only(path: Path) -> None:
+    """Files 0444 and folders 0555: the unpacked code is not meant to be edited in place."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o555)
+    os.chmod(path, 0o555)
 
 
 @dataclass(eq=False)
@@ -49,7 +113,7 @@ class Worker:
 
 @dataclass
 class StartStats:
-    """Cold starts of one pool key (bundle digest + app ref) since the server started."""
+    """Cold starts of one pool key (a deployment) since the server started."""
 
     count: int = 0
     last_seconds: float | None = None
@@ -68,12 +132,28 @@ class StartStats:
         return self.total_seconds / self.count if self.count else None
 
 
+_WAY_OUT = {
+    "CodeChanged": "The changed folder was set aside (DATA_DIR/bundles/.changed-*) and the next load unpacks "
+    "the verified artifact again: once you know who changed it, go on with 'tether runs move RUN --to "
+    "<this deployment>'",
+    "EnvironmentChanged": "Restore the libraries the deployment was made with, or deploy the app again (a new "
+    "deployment records the new environment) and move the run to it after a dry run ('tether runs move RUN "
+    "--to VERSION'); a bundle with requirements.txt or uv.lock gets its own environment",
+}
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
 class WorkerPool:
     """Starts, finds and stops bundle workers."""
 
     def __init__(self, data_dir: Path, *, on_append: AppendHandler, idle_timeout: float = 300.0) -> None:
-        """Keep extracted bundles and worker logs under ``data_dir``; commit appends with ``on_append``."""
+        """Keep extracted bundles, environments and worker logs under ``data_dir``; commit
+        appends with ``on_append``."""
         self._on_append = on_append
+        self.envs = Environments(data_dir / "envs")
         self._bundles = data_dir / "bundles"
         self._logs = data_dir / "logs"
         self._bundles.mkdir(parents=True, exist_ok=True)
@@ -84,11 +164,6 @@ class WorkerPool:
         self.cold_starts = 0
         """Workers started since the server started (all keys)."""
         self._starts: dict[str, StartStats] = {}
-
-    @staticmethod
-    def key(bundle_digest: str, app_ref: str) -> str:
-        """The identity of a worker: what it runs."""
-        return f"{bundle_digest}:{app_ref}"
 
     def alive(self) -> dict[str, Worker]:
         """Running workers by key."""
@@ -117,76 +192,150 @@ class WorkerPool:
         return self._bundles / bundle_digest
 
     def unpack(self, data: bytes, bundle_digest: str) -> Path:
-        """Extract a bundle once into ``bundles/<digest>`` (atomically) and return the folder.
+        """Extract a bundle once into ``bundles/<digest>`` (atomically, read-only) and return the folder.
 
         Raises:
+            SnapshotError: the bytes are not the ones the digest names (``ArtifactChanged``).
             BundleError: the bytes are not a safe bundle.
         """
         target = self._bundles / bundle_digest
         if target.is_dir():
             return target
+        actual = _bundle.digest(data)
+        if actual != bundle_digest:
+            raise SnapshotError(
+                "ArtifactChanged",
+                f"the stored artifact of bundle {bundle_digest[:12]} does not match its digest (its bytes hash to "
+                f"{actual[:12]}): it was changed after it was deployed, and nothing from it was run. Deploy the "
+                "app again and move the run to the new deployment ('tether runs move RUN --to VERSION')",
+                [f"artifact: sha256 {bundle_digest[:12]} → {actual[:12]}"],
+            )
         scratch = self._bundles / f".tmp-{uuid.uuid4().hex}"
         try:
             _bundle.extract(data, scratch)
+            _read_only(scratch)
             try:
                 scratch.rename(target)
             except OSError:
                 if not target.is_dir():
                     raise
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch.exists():
+                _writable(scratch)
+                shutil.rmtree(scratch, ignore_errors=True)
         return target
 
-    async def retire(self, bundle_digest: str) -> None:
-        """Stop the workers of a bundle whose artifact is gone, and delete its extracted copy."""
-        for worker in [w for w in self._workers.values() if w.key.startswith(f"{bundle_digest}:")]:
-            self._workers.pop(worker.key, None)
+    def quarantine(self, bundle_digest: str) -> Path | None:
+        """Set aside an unpacked folder that failed its proof, keeping it for inspection.
+
+        The next load unpacks the (verified) artifact afresh; the folder moves to
+        ``bundles/.changed-<digest>-<time>``. Returns where it went, or None if it was gone.
+        """
+        folder = self._bundles / bundle_digest
+        if not folder.is_dir():
+            return None
+        aside = self._bundles / f".changed-{bundle_digest[:12]}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
+        folder.rename(aside)
+        log.warning("unpacked bundle %s differs from its artifact; kept aside at %s", bundle_digest[:12], aside)
+        return aside
+
+    async def retire(self, key: str, bundle_digest: str | None) -> None:
+        """Stop the worker of a removed deployment; delete its bundle's folder when the artifact is gone."""
+        worker = self._workers.pop(key, None)
+        if worker is not None:
             await self._stop(worker)
-        self.discard(bundle_digest)
+        if bundle_digest is not None:
+            self.discard(bundle_digest)
 
     def discard(self, bundle_digest: str) -> None:
-        """Remove an extracted bundle folder (after a failed deploy)."""
-        shutil.rmtree(self._bundles / bundle_digest, ignore_errors=True)
+        """Remove an extracted bundle folder (after a failed deploy, or with its artifact)."""
+        folder = self._bundles / bundle_digest
+        if folder.exists():
+            _writable(folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
-    async def get(self, bundle_digest: str, app_ref: str, load: object) -> Worker:
-        """A live worker for the bundle, started if needed.
+    async def adopt(self, worker: Worker, key: str) -> None:
+        """File a worker started for a deploy under the deployment it turned out to serve
+        (or stop it, when that deployment already has a live worker)."""
+        if self._workers.get(worker.key) is worker:
+            del self._workers[worker.key]
+        stats = self._starts.pop(worker.key, None)
+        if stats is not None:
+            merged = self._starts.setdefault(key, StartStats())
+            merged.count += stats.count
+            merged.total_seconds += stats.total_seconds
+            merged.last_seconds = stats.last_seconds
+        previous = self._workers.get(key)
+        if previous is not None and previous.alive:
+            await self._stop(worker)
+            return
+        worker.key = key
+        self._workers[key] = worker
+
+    async def get(self, spec: WorkerSpec, load: ArtifactLoader) -> Worker:
+        """A live worker for the deployment ``spec`` describes, started (and proven) if needed.
 
         Args:
-            bundle_digest: which artifact.
-            app_ref: ``module:attribute`` of the app inside it.
-            load: an async callable returning the artifact bytes (used when the bundle is not
-                extracted locally yet).
+            spec: the deployment's code, app reference and recorded snapshot.
+            load: returns the artifact bytes (used when the bundle is not extracted locally yet).
 
         Raises:
+            SnapshotError: the artifact, the unpacked files or the environment are not the
+                deployment's (the run must stop, not retry).
             BundleError: the artifact is gone or the app cannot be loaded.
         """
-        key = self.key(bundle_digest, app_ref)
-        worker = self._workers.get(key)
+        worker = self._workers.get(spec.key)
         if worker is not None and worker.alive:
             worker.last_used = time.monotonic()
             return worker
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock = self._locks.setdefault(spec.key, asyncio.Lock())
         async with lock:
-            worker = self._workers.get(key)
+            worker = self._workers.get(spec.key)
             if worker is not None and worker.alive:
                 return worker
-            folder = self._bundles / bundle_digest
+            folder = self._bundles / spec.bundle_digest
             if not folder.is_dir():
-                data = await load()  # type: ignore[operator]
+                data = await load()
                 if data is None:
-                    raise BundleError(f"the artifact {bundle_digest[:12]} is no longer stored: deploy the app again")
-                folder = self.unpack(data, bundle_digest)
-            worker = await self._start(key, folder, app_ref)
-            self._workers[key] = worker
+                    raise BundleError(
+                        f"the artifact of {spec.label} ({spec.bundle_digest[:12]}) is no longer stored: "
+                        "deploy the app again and move the run to it"
+                    )
+                folder = self.unpack(data, spec.bundle_digest)
+            python = await self._python(spec)
+            try:
+                worker = await self._start(spec, folder, python)
+            except SnapshotError as exc:
+                if exc.kind == "CodeChanged":
+                    self.quarantine(spec.bundle_digest)
+                raise
+            self._workers[spec.key] = worker
             return worker
 
-    async def _start(self, key: str, folder: Path, app_ref: str) -> Worker:
-        log_path = self._logs / f"worker-{key.split(':')[0][:12]}.log"
+    async def _python(self, spec: WorkerSpec) -> str:
+        """The interpreter the deployment's workers run on: its own environment (rebuilt from
+        the stored lock if this node has none yet), else the server's."""
+        if spec.lock is None:
+            return sys.executable
+        digest = spec.lock.digest
+        if not self.envs.exists(digest):
+            log.info("environment %s of %s is missing here: rebuilding it from its lock", digest, spec.label)
+            await self.envs.ensure(spec.lock, BuildLog(lambda line: log.info("env %s: %s", digest, line)))
+        return str(self.envs.python(digest))
+
+    async def _start(self, spec: WorkerSpec, folder: Path, python: str) -> Worker:
+        key, app_ref = spec.key, spec.app_ref
+        log_path = self._logs / f"worker-{key.removeprefix('dep_')[:12]}.log"
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+        env.pop("PYTHONHOME", None)
+        expected = _json_bytes({"files": spec.files, "environment": spec.environment})
         spawned = time.monotonic()
         with open(log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
+                python,
+                # -P: the bundle's folder (the cwd) must not be importable before its files are
+                # proven, or a planted module could shadow one tether imports first.
+                "-P",
                 "-m",
                 "tether._worker",
                 "--app-dir",
@@ -195,14 +344,19 @@ class WorkerPool:
                 app_ref,
                 "--parent-pid",
                 str(os.getpid()),
+                "--expect-stdin",
                 cwd=folder,
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log_file,
                 start_new_session=True,
             )
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stdin is not None
+        with contextlib.suppress(ConnectionError):
+            process.stdin.write(expected)
+            await process.stdin.drain()
+        process.stdin.close()
         try:
             line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
         except TimeoutError:
@@ -226,6 +380,13 @@ class WorkerPool:
             log.info("started worker %s for %s on port %s in %.3fs", process.pid, app_ref, port, seconds)
             return Worker(key, process, link, digest)
         await process.wait()
+        if text.startswith("TETHER_WORKER_REFUSED "):
+            refusal = json.loads(text.removeprefix("TETHER_WORKER_REFUSED "))
+            raise SnapshotError(
+                refusal["type"],
+                f"{spec.label}: {refusal['message']}. Nothing ran. {_WAY_OUT.get(refusal['type'], '')}",
+                refusal.get("changes"),
+            )
         if text.startswith("TETHER_WORKER_ERROR "):
             raise BundleError(json.loads(text.removeprefix("TETHER_WORKER_ERROR ")))
         tail = log_path.read_text(errors="replace")[-2000:]

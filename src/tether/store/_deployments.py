@@ -43,8 +43,15 @@ class DeploymentOps(Ops):
         url: str | None = None,
         secret: str | None = None,
         env: str | None = None,
+        code: dict[str, str] | None = None,
+        environment: dict[str, Any] | None = None,
+        venv: str | None = None,
+        build_log: str | None = None,
     ) -> tuple[Deployment, bool]:
         """Record a deployment (idempotently) and, in the same transaction, point ``env`` at it.
+
+        ``code`` (``{path: sha256}``), ``environment`` (mode, fingerprint, lock), ``venv`` (the
+        lock digest of its own environment) and ``build_log`` are what every later load proves.
 
         Returns:
             The deployment and whether it was newly created (False: identical content was
@@ -74,8 +81,8 @@ class DeploymentOps(Ops):
                 seq = (seq_row["seq"] if seq_row else 0) + 1
                 tx.execute(
                     "INSERT INTO deployments (tenant_id, id, label, seq, kind, app_ref, url, bundle_digest, "
-                    "manifest_digest, manifest, created_at, created_by, secret) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "manifest_digest, manifest, created_at, created_by, secret, code, environment, venv, build_log) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant_id,
                         deployment_id,
@@ -90,6 +97,10 @@ class DeploymentOps(Ops):
                         now,
                         actor,
                         secret,
+                        None if code is None else _dumps(code),
+                        None if environment is None else _dumps(environment),
+                        venv,
+                        build_log,
                     ),
                 )
                 self._audit(
@@ -351,6 +362,23 @@ class DeploymentOps(Ops):
             }
             for r in rows
         ]
+
+    async def build_log(self, tenant_id: str, ref: str) -> str | None:
+        """The log of the deployment's environment work at deploy time (None: none was kept)."""
+
+        def op(tx: Tx) -> str | None:
+            dep = self._find_deployment(tx, tenant_id, ref)
+            row = tx.one("SELECT build_log FROM deployments WHERE tenant_id = ? AND id = ?", (tenant_id, dep.id))
+            return None if row is None else row["build_log"]
+
+        return await self.backend.read(op)
+
+    async def venv_in_use(self, venv: str) -> bool:
+        """Whether a deployment that is not removed (in any tenant) runs in environment ``venv``."""
+        row = await self.backend.read(
+            lambda tx: tx.one("SELECT 1 AS x FROM deployments WHERE venv = ? AND removed_at IS NULL LIMIT 1", (venv,))
+        )
+        return row is not None
 
     async def deployment_by_id(self, tenant_id: str, deployment_id: str) -> Deployment:
         """The deployment with this exact id."""

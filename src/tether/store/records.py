@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether import _json
+from tether._bundle import code_digest as _code_digest
 from tether.core.journal import JournalEntry
 from tether.core.routing import Target
 from tether.core.status import RunStatus
@@ -43,6 +44,16 @@ class Deployment:
     removed_at: float | None
     secret: str | None = None
     """A registered endpoint's shared secret (never shown by the API)."""
+    code: dict[str, str] | None = None
+    """``{path: sha256}`` of the code it runs (None: recorded before tether kept it; unchecked)."""
+    environment: dict[str, Any] | None = None
+    """``{"mode": "locked" | "fingerprint", "fingerprint": {...}, "lock": {...} | None}`` (None:
+    recorded before tether kept it; unchecked). See :mod:`tether._environment`."""
+
+    @property
+    def code_digest(self) -> str | None:
+        """One digest for :attr:`code`."""
+        return None if self.code is None else _code_digest(self.code)
 
     @classmethod
     def from_row(cls, row: Row) -> Deployment:
@@ -61,6 +72,8 @@ class Deployment:
             created_by=row["created_by"],
             removed_at=row["removed_at"],
             secret=row["secret"],
+            code=_loads(row["code"]),
+            environment=_loads(row["environment"]),
         )
 
     def to_json(self, *, with_manifest: bool = False) -> dict[str, Any]:
@@ -81,6 +94,8 @@ class Deployment:
         }
         if with_manifest:
             out["manifest"] = self.manifest
+            out["code"] = None if self.code is None else {"digest": self.code_digest, "files": self.code}
+            out["environment"] = self.environment
         return out
 
 
