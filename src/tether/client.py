@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -13,6 +14,18 @@ from tether import _bundle, _json
 from tether.errors import ApiError
 
 DEFAULT_URL = "http://127.0.0.1:7070"
+DEPLOY_TIMEOUT = 960.0
+"""Seconds a deploy may take: building a bundle's environment may download every wheel."""
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """Raise the :class:`ApiError` an error answer carries."""
+    try:
+        error = response.json()["error"]
+        code, message = error["code"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+    raise ApiError(response.status_code, code, message)
 
 
 def default_url() -> str:
@@ -81,31 +94,66 @@ class Client:
             **extra,
         )
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                raise ApiError(response.status_code, error["code"], error["message"])
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(response.status_code, "http_error", response.text[:500]) from None
+            _raise_for(response)
         return _json.loads(response.content) if response.content else None
 
     # --- deployments --------------------------------------------------------------------
 
-    async def deploy(self, path: Path, *, env: str | None = None, app: str | None = None) -> dict[str, Any]:
-        """Pack the app folder ``path`` deterministically and deploy it (routing ``env``)."""
-        data = _bundle.pack(path)
-        return await self.deploy_bundle(data, env=env, app=app)
+    async def deploy(
+        self,
+        path: Path,
+        *,
+        env: str | None = None,
+        app: str | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Pack the app folder ``path`` deterministically and deploy it (routing ``env``).
 
-    async def deploy_bundle(self, data: bytes, *, env: str | None = None, app: str | None = None) -> dict[str, Any]:
-        """Deploy already-packed bundle bytes."""
-        result: dict[str, Any] = await self.request(
-            "POST",
-            "/v1/deployments",
-            content=data,
-            params={"env": env, "app": app},
-            headers={"content-type": "application/gzip"},
-            timeout=120.0,
-        )
-        return result
+        ``progress`` receives the lines of the environment build as the server makes them.
+        """
+        data = _bundle.pack(path)
+        return await self.deploy_bundle(data, env=env, app=app, progress=progress)
+
+    async def deploy_bundle(
+        self,
+        data: bytes,
+        *,
+        env: str | None = None,
+        app: str | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Deploy already-packed bundle bytes (see :meth:`deploy`)."""
+        params = {k: v for k, v in {"env": env, "app": app}.items() if v is not None}
+        if progress is None:
+            result: dict[str, Any] = await self.request(
+                "POST",
+                "/v1/deployments",
+                content=data,
+                params=params,
+                headers={"content-type": "application/gzip"},
+                timeout=DEPLOY_TIMEOUT,
+            )
+            return result
+        headers = {"content-type": "application/gzip", "accept": "application/x-ndjson"}
+        async with self._http.stream(
+            "POST", "/v1/deployments", content=data, params=params, headers=headers, timeout=DEPLOY_TIMEOUT
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for(response)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = _json.loads(line)
+                if "log" in event:
+                    progress(str(event["log"]))
+                elif "error" in event:
+                    error = event["error"]
+                    raise ApiError(int(event.get("status", 500)), error["code"], error["message"])
+                else:
+                    deployed: dict[str, Any] = event["deployment"]
+                    return deployed
+        raise ApiError(502, "http_error", "the deploy answer ended before its result: deploy again")
 
     async def register(self, url: str, *, secret: str, env: str | None = None) -> dict[str, Any]:
         """Record the endpoint at ``url`` (``tether serve``) as a deployment, routing ``env``."""

@@ -214,3 +214,53 @@ def test_a_library_swapped_between_restarts_stops_the_pinned_run(
     # ...and the operator moves the run there after a dry run: it finishes on the new library.
     server.call(lambda c: c.move(run["id"], "v2"))
     assert server.call(lambda c: c.result(run["id"], wait=30))["output"] == "2.0"
+
+
+NAP = '''
+from datetime import timedelta
+import tether
+
+app = tether.App("nap")
+
+@app.function
+async def mark(tag: str) -> str:
+    """Marks a tag."""
+    return tag
+
+@app.workflow
+async def nap(ctx: tether.Context, tag: str) -> str:
+    await ctx.sleep(timedelta(seconds=2))
+    return await ctx.step(mark, tag)
+'''
+
+
+def test_a_run_whose_deployment_cannot_be_loaded_is_stuck_not_waiting(
+    server: ServerProcess, make_app: Callable[..., Path]
+) -> None:
+    deps = [server.call(lambda c, n=n: c.deploy(make_app(n, NAP + f"\n# {n}\n"))) for n in ("a", "b", "c")]
+    runs = [server.call(lambda c, d=d: c.start_run("nap", {"tag": d["label"]}, deployment=d["label"])) for d in deps]
+    for run in runs:
+        server.wait_for(run["id"], {"suspended"})
+    server.kill9()
+    conn = sqlite3.connect(server.data_dir / "tether.db")
+    with conn:
+        # a: the artifact is gone (and so is the unpacked copy); b: the deployment's record is gone.
+        conn.execute("UPDATE artifacts SET data = NULL WHERE digest = ?", (deps[0]["bundle_digest"],))
+        conn.execute("DELETE FROM deployments WHERE id = ?", (deps[1]["id"],))
+    conn.close()
+    folder = server.data_dir / "bundles" / str(deps[0]["bundle_digest"])
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o700)
+    import shutil
+
+    shutil.rmtree(folder)
+    server.start()
+    gone_artifact = server.wait_for(runs[0]["id"], {"stuck", "completed", "failed"})
+    gone_record = server.wait_for(runs[1]["id"], {"stuck", "completed", "failed"})
+    assert gone_artifact["status"] == gone_record["status"] == "stuck"
+    assert gone_artifact["stuck_reason"]["type"] == "DeploymentUnavailable"
+    assert "is no longer stored" in gone_artifact["stuck_reason"]["message"]
+    assert gone_record["stuck_reason"]["type"] == "DeploymentUnavailable"
+    assert "record is gone" in gone_record["stuck_reason"]["message"]
+    # Nothing else is held up: the healthy run finishes.
+    assert server.call(lambda c: c.result(runs[2]["id"], wait=30))["output"] == "v3"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -18,14 +20,29 @@ from tether.cli._common import EXIT_REFUSED, Settings, call, console, emit_json,
 @click.option("--app", "app_ref", default=None, help="module:attribute of the App (default: tether.toml).")
 @pass_settings
 def deploy(settings: Settings, path: Path, env: str | None, no_promote: bool, app_ref: str | None) -> None:
-    """Pack the app in PATH into an immutable deployment (and route ENV to it)."""
+    """Pack the app in PATH into an immutable deployment (and route ENV to it).
+
+    A requirements.txt (or pyproject.toml with uv.lock) in PATH gives the deployment its own
+    environment, built with uv on the server; its progress is shown as it happens.
+    """
     target_env = None if no_promote else env
-    result = call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref))
     if settings.as_json:
-        emit_json(result)
+        emit_json(call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref)))
         return
+    with console.status("deploying", spinner="dots") as status:
+        started = time.monotonic()
+
+        def progress(line: str) -> None:
+            status.update(f"building the environment ({time.monotonic() - started:.0f}s): {line[:100]}")
+
+        result = call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref, progress=progress))
     verb = "created" if result["created"] else "unchanged, already deployed as"
     console.print(f"deployment {verb} [bold]{result['label']}[/bold] ({result['id']})")
+    mode = result.get("environment_mode")
+    if mode == "locked":
+        console.print("environment: its own, built with uv from the bundle's lock ('tether deployments show')")
+    elif mode == "fingerprint":
+        console.print("environment: the server's, fingerprinted (add requirements.txt or uv.lock for its own)")
     if target_env:
         console.print(f"{target_env} -> {result['label']}")
 
@@ -60,9 +77,10 @@ def list_(settings: Settings) -> None:
 
 @deployments.command()
 @click.argument("deployment")
+@click.option("--build-log", is_flag=True, help="Also print the log of its environment build.")
 @pass_settings
-def show(settings: Settings, deployment: str) -> None:
-    """One deployment (id or label): what it registers, its workers and cold starts."""
+def show(settings: Settings, deployment: str, build_log: bool) -> None:
+    """One deployment (id or label): what it registers, its environment, workers and cold starts."""
     d = call(settings, lambda c: c.deployment(deployment))
     if settings.as_json:
         emit_json(d)
@@ -84,10 +102,32 @@ def show(settings: Settings, deployment: str) -> None:
         f"manifest {d['manifest_digest'][:16]}  bundle {str(d['bundle_digest'])[:16]}  "
         f"created {when(d['created_at'])} by {d['created_by']}"
     )
+    console.print(f"environment: {describe_environment(d.get('environment'))}")
+    packages = ((d.get("environment") or {}).get("fingerprint") or {}).get("packages") or {}
+    if packages:
+        console.print("packages: " + ", ".join(f"{name} {version}" for name, version in packages.items()))
+    if build_log:
+        console.print(d.get("build_log") or "(no environment was built for this deployment)")
     table = Table("component", "kind", "description")
     for name, comp in sorted(d["manifest"]["components"].items()):
         table.add_row(name, comp["kind"], comp.get("description", "").split("\n")[0])
     console.print(table)
+
+
+def describe_environment(environment: dict[str, Any] | None) -> str:
+    """One line for people: how a deployment's environment is pinned."""
+    if not environment:
+        return "not recorded (deployed before tether recorded environments; not checked)"
+    fingerprint = environment.get("fingerprint") or {}
+    python, build = fingerprint.get("python"), fingerprint.get("tether")
+    count = len(fingerprint.get("packages") or {})
+    if environment.get("mode") == "locked":
+        lock = environment.get("lock") or {}
+        return (
+            f"its own, locked by {lock.get('source')} (environment {lock.get('digest')}): "
+            f"Python {python}, tether {build}, {count} packages"
+        )
+    return f"the server's, fingerprinted: Python {python}, tether {build}, {count} packages"
 
 
 def _secs(value: float | None) -> str:

@@ -322,19 +322,3 @@ class Environments:
             detail = "".join(stderr_lines).strip()[-3000:] or output.strip()[-3000:]
             raise RequirementsError(f"{what} (uv exited with {process.returncode}):\n{detail}")
         return output
-
-
-def describe(environment: dict[str, Any] | None) -> str:
-    """One line for people: how a deployment's environment is pinned."""
-    if not environment:
-        return "not recorded (deployed before tether recorded environments; not checked)"
-    fingerprint = environment.get("fingerprint") or {}
-    packages = len(fingerprint.get("packages") or {})
-    python = fingerprint.get("python")
-    if environment.get("mode") == "locked":
-        lock = environment.get("lock") or {}
-        return (
-            f"locked by {lock.get('source')} (environment {lock.get('digest')}): Python {python}, {packages} packages"
-        )
-    build = fingerprint.get("tether")
-    return f"the server's environment, fingerprinted: Python {python}, tether {build}, {packages} packages"

@@ -22,7 +22,7 @@ import httpx
 
 from tether import _bundle, _environment, _json
 from tether.core.manifest import diff
-from tether.errors import BundleError, FencedError, SnapshotError
+from tether.errors import BundleError, FencedError, NotFoundError, SnapshotError
 from tether.protocol import INVOKE_PATH, SIGNATURE_HEADER, InvokeRequest, sign
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
@@ -200,7 +200,13 @@ class Dispatcher:
         deployment = self._deployments.get(key)
         if deployment is None:
             # Deployments are immutable: what an attempt needs of one never changes.
-            deployment = await self._store.deployment_by_id(*key)
+            try:
+                deployment = await self._store.deployment_by_id(*key)
+            except NotFoundError:
+                after = await self._store.stuck_without_deployment(run.id, run.attempt, run.deployment_id)
+                if self._on_change is not None:
+                    self._on_change(run.id, after)
+                return
             self._deployments[key] = deployment
         await self._attempt(AttemptStart(run, deployment, []))
 

@@ -8,7 +8,7 @@ from typing import Any
 from tether.core.journal import EntryKind
 from tether.core.routing import draw
 from tether.core.status import RunStatus
-from tether.errors import FencedError
+from tether.errors import FencedError, NotFoundError
 from tether.protocol import Completion, ErrorInfo, NewEntry
 from tether.store._ops import CANCELLED, MAX_INDEX, REPLAY_COLUMNS_SQL, Ops, _now
 from tether.store.backend import Tx
@@ -54,7 +54,11 @@ class AttemptOps(Ops):
                 run = Run.from_row(self._run_row(tx, None, row["id"]))
                 key = (run.tenant_id, run.deployment_id)
                 if key not in deployments:
-                    deployments[key] = self._find_deployment(tx, *key)
+                    try:
+                        deployments[key] = self._find_deployment(tx, *key)
+                    except NotFoundError:
+                        self._stuck_without_deployment(tx, run.id, run.deployment_id)
+                        continue
                 claimed.append((run, deployments[key]))
             return claimed
 
@@ -66,6 +70,34 @@ class AttemptOps(Ops):
             return [AttemptStart(run, dep, tx.all(REPLAY_COLUMNS_SQL, (run.id,))) for run, dep in claimed]
 
         return await self.backend.read(journals)
+
+    def _stuck_without_deployment(self, tx: Tx, run_id: str, deployment_id: str) -> None:
+        """A run pinned to a deployment whose record is gone stops, saying so, rather than
+        blocking every claim (or waiting forever)."""
+        reason = {
+            "type": "DeploymentUnavailable",
+            "message": f"the run is pinned to deployment {deployment_id}, whose record is gone from the store. "
+            "Nothing ran. Restore the store from a backup, or move the run to a deployment that replays it "
+            "('tether runs move RUN --to VERSION --force --reason TEXT')",
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
+            (_dumps(reason), _now(), run_id),
+        )
+
+    async def stuck_without_deployment(self, run_id: str, attempt: int, deployment_id: str) -> Run | None:
+        """Stop a run whose attempt found its deployment's record gone (see above); a stale
+        attempt is ignored."""
+
+        def op(tx: Tx) -> Run | None:
+            try:
+                self._check_attempt(tx, run_id, attempt)
+            except FencedError:
+                return None
+            self._stuck_without_deployment(tx, run_id, deployment_id)
+            return Run.from_row(self._run_row(tx, None, run_id))
+
+        return await self.backend.write(op)
 
     async def replay_start(self, run: Run, deployment: Deployment) -> AttemptStart:
         """What a dry run of ``run`` on ``deployment`` replays: the run's journal as it is now."""

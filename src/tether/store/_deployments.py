@@ -149,6 +149,8 @@ class DeploymentOps(Ops):
             envs, runs = self._holders(tx, tenant_id).get(dep.id, ([], {}))
             item = dep.to_json(with_manifest=True)
             item.update(self._lifecycle(dep, envs, runs))
+            row = tx.one("SELECT build_log FROM deployments WHERE tenant_id = ? AND id = ?", (tenant_id, dep.id))
+            item["build_log"] = None if row is None else row["build_log"]
             return item
 
         return await self.backend.read(op)
@@ -362,16 +364,6 @@ class DeploymentOps(Ops):
             }
             for r in rows
         ]
-
-    async def build_log(self, tenant_id: str, ref: str) -> str | None:
-        """The log of the deployment's environment work at deploy time (None: none was kept)."""
-
-        def op(tx: Tx) -> str | None:
-            dep = self._find_deployment(tx, tenant_id, ref)
-            row = tx.one("SELECT build_log FROM deployments WHERE tenant_id = ? AND id = ?", (tenant_id, dep.id))
-            return None if row is None else row["build_log"]
-
-        return await self.backend.read(op)
 
     async def venv_in_use(self, venv: str) -> bool:
         """Whether a deployment that is not removed (in any tenant) runs in environment ``venv``."""

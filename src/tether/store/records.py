@@ -91,6 +91,7 @@ class Deployment:
             "created_by": self.created_by,
             "removed_at": self.removed_at,
             "workflows": sorted(n for n, c in self.manifest.get("components", {}).items() if c["kind"] == "workflow"),
+            "environment_mode": None if self.environment is None else self.environment.get("mode"),
         }
         if with_manifest:
             out["manifest"] = self.manifest

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tether import _json
 from tether.core.status import RunStatus
-from tether.errors import BadRequestError
+from tether.errors import BadRequestError, TetherError
 from tether.server.api._http import actor, float_param, json_response, read_body, read_json, runtime, tenant
 from tether.server.runtime import MAX_BUNDLE_BYTES
+from tether.store.base import Deployment
 
 
 async def create_deployment(request: Request) -> Response:
     """``POST /v1/deployments?env=E&app=module:attr``: the body is the bundle (``.tar.gz``).
 
-    Answers 201 with a new deployment, 200 when identical content was deployed before.
+    Answers 201 with a new deployment, 200 when identical content was deployed before. With
+    ``Accept: application/x-ndjson`` the answer streams the environment build's progress as
+    it happens: ``{"log": line}`` lines, then one ``{"status": 201|200, "deployment": {...}}``
+    or ``{"status": 4xx, "error": {...}}`` line (the HTTP status is then 200).
     """
     env = request.query_params.get("env") or None
     if request.headers.get("content-type", "").startswith("application/json"):
@@ -29,15 +37,48 @@ async def create_deployment(request: Request) -> Response:
         deployment, created = await runtime(request).register(
             tenant(request), url, secret=secret, env=env, actor=actor(request)
         )
-    else:
-        data = await read_body(request, MAX_BUNDLE_BYTES)
-        deployment, created = await runtime(request).deploy(
-            tenant(request), data, app_ref=request.query_params.get("app") or None, env=env, actor=actor(request)
+        return json_response(_deployed(deployment, created, env), 201 if created else 200)
+    data = await read_body(request, MAX_BUNDLE_BYTES)
+    rt, tenant_id, who = runtime(request), tenant(request), actor(request)
+    app_ref = request.query_params.get("app") or None
+    if "application/x-ndjson" not in request.headers.get("accept", ""):
+        deployment, created = await rt.deploy(tenant_id, data, app_ref=app_ref, env=env, actor=who)
+        return json_response(_deployed(deployment, created, env), 201 if created else 200)
+
+    async def stream() -> AsyncIterator[bytes]:
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        task = asyncio.create_task(
+            rt.deploy(tenant_id, data, app_ref=app_ref, env=env, actor=who, progress=lines.put_nowait)
         )
+        try:
+            while not task.done() or not lines.empty():
+                getter = asyncio.ensure_future(lines.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield _json.dumps({"log": getter.result()}) + b"\n"
+                else:
+                    getter.cancel()
+            try:
+                deployment, created = task.result()
+            except TetherError as exc:
+                yield _json.dumps({"status": exc.status, **exc.to_json()}) + b"\n"
+                return
+            yield _json.dumps({"status": 201 if created else 200, "deployment": _deployed(deployment, created, env)})
+            yield b"\n"
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+def _deployed(deployment: Deployment, created: bool, env: str | None) -> dict[str, Any]:
     body = deployment.to_json()
     body["created"] = created
     body["env"] = env
-    return json_response(body, 201 if created else 200)
+    return body
 
 
 async def list_deployments(request: Request) -> Response:
