@@ -156,6 +156,10 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                 try:
                     await tether.start()
                     res["w5"] = await workloads.w5_cold_wake(tether, reps=max(3, reps))
+                    res["w5_deploy"] = await workloads.w5_deploy(tether, tmp / "w5-apps", reps=max(3, reps))
+                    # The same cold wake on a deployment with its own (uv-built) environment.
+                    tether.deployment = await tether.deploy(tmp / "w5-apps" / "lock_reused_env-0", env="bench")
+                    res["w5_locked"] = await workloads.w5_cold_wake(tether, reps=max(3, reps))
                 except Exception as exc:
                     fail("w5", None, exc)
                 finally:

@@ -313,6 +313,26 @@ def render(run: dict[str, Any]) -> str:
                 f"Signal a run whose deployment's worker has exited: {med([t * 1000 for t in w5], '{:.0f}')} ms "
                 f"to its next step's completion (over {len(w5)} wakes; each waits for the worker to exit first)."
             )
+        locked = res.get("w5_locked")
+        if isinstance(locked, list):
+            add("")
+            add(
+                f"The same on a deployment with its own environment (`requirements.txt`, built with uv): "
+                f"{med([t * 1000 for t in locked], '{:.0f}')} ms (over {len(locked)} wakes)."
+            )
+        deploys = res.get("w5_deploy")
+        if isinstance(deploys, dict):
+            add("")
+            add("Deploy time (`Client.deploy` of new content, start to answer):")
+            add("")
+            add("| bundle | seconds |")
+            add("| --- | --- |")
+            for key, label in (
+                ("no_lock", "no lock: the server's environment, fingerprinted"),
+                ("lock_new_env", "`requirements.txt`, environment built now (uv's cache warm)"),
+                ("lock_reused_env", "`requirements.txt`, environment shared with an earlier deployment"),
+            ):
+                add(f"| {label} | {med(deploys[key], '{:.2f}')} |")
         add("")
 
     add("## Targets (issue 3)")

@@ -278,3 +278,31 @@ async def w5_cold_wake(tether: TetherSystem, *, reps: int) -> list[float]:
         assert await tether.result(run_id, timeout=120) == 1  # VARIANT 0 + 1
         times.append(time.perf_counter() - start)
     return times
+
+
+LOCK_REQUIREMENTS = "pydantic>=2.10,<3\n"
+"""A bundle lock for W5's deploys: resolves to what the worker needs, nothing more."""
+
+
+async def w5_deploy(tether: TetherSystem, workdir: Path, *, reps: int) -> dict[str, list[float]]:
+    """Seconds per ``tether deploy`` of new content: without a lock (fingerprinted), with a
+    ``requirements.txt`` whose environment must be built (uv's cache warm), and with one whose
+    environment exists already (shared)."""
+    times: dict[str, list[float]] = {"no_lock": [], "lock_new_env": [], "lock_reused_env": []}
+    envs = tether.workdir / "data" / "envs"
+    for rep in range(reps):
+        for kind, seconds in times.items():
+            folder = workdir / f"{kind}-{rep}"
+            shutil.copytree(TETHER_APP, folder, ignore=shutil.ignore_patterns("__pycache__"))
+            with (folder / "benchapp.py").open("a") as source:
+                source.write(f"\n# {kind} {rep}\n")
+            if kind != "no_lock":
+                (folder / "requirements.txt").write_text(LOCK_REQUIREMENTS)
+            if kind == "lock_new_env" and envs.exists():
+                for env in envs.iterdir():
+                    if not env.name.startswith("."):
+                        shutil.rmtree(env)
+            start = time.perf_counter()
+            await tether.deploy(folder)
+            seconds.append(time.perf_counter() - start)
+    return times

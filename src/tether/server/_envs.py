@@ -16,7 +16,9 @@ worker's fingerprint check proves that it did.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import hashlib
+import py_compile
 import json
 import logging
 import os
@@ -41,6 +43,8 @@ WORKER_REQUIREMENTS = ("pydantic", "orjson", "httpx")
 """The distributions tether's worker side imports; their version ranges come from tether's own
 metadata, so ``pyproject.toml`` stays the one place they are pinned."""
 LOG_LIMIT = 64 * 1024
+_CHECKED = py_compile.PycInvalidationMode.CHECKED_HASH
+"""tether's copied files get hash-checked bytecode: valid whatever their mtime after a copy."""
 
 Progress = Callable[[str], None]
 
@@ -235,12 +239,14 @@ class Environments:
                 )
                 pins = scratch / "tether-lock.txt"
                 pins.write_text(lock.requirements)
+                # Workers never write bytecode (the bundle stays as deployed), so compile it
+                # here once: otherwise every cold start compiles pydantic from source.
                 await self._uv(
-                    ["pip", "sync", "--python", str(scratch / "bin" / "python"), str(pins)],
+                    ["pip", "sync", "--compile-bytecode", "--python", str(scratch / "bin" / "python"), str(pins)],
                     log,
                     what="the locked requirements cannot be installed",
                 )
-                self._copy_tether(scratch)
+                await asyncio.to_thread(self._copy_tether, scratch)
                 (scratch / ".tether-complete").write_text(json.dumps(lock.to_json(), sort_keys=True))
                 target = self.root / digest
                 shutil.rmtree(target, ignore_errors=True)
@@ -276,6 +282,7 @@ class Environments:
         info.mkdir(exist_ok=True)
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tether\nVersion: {version}\n")
         (info / "INSTALLER").write_text("tether\n")
+        compileall.compile_dir(site / "tether", quiet=1, workers=1, invalidation_mode=_CHECKED)
 
     async def _uv(
         self,
