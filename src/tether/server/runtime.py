@@ -331,8 +331,14 @@ class Runtime:
                 changed, watch.run = watch.run, None
                 run = changed if changed is not None else await self.store.get_run(tenant_id, run_id)
 
-    async def signal(self, tenant_id: str, run_id: str, name: str, payload: Any) -> dict[str, Any]:
-        """Deliver a signal after validating it against the pinned deployment's schema."""
+    async def signal(
+        self, tenant_id: str, run_id: str, name: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Deliver a signal after validating it against the pinned deployment's schema.
+
+        With ``idempotency_key``, a retry of a delivered signal is answered ``duplicate`` and
+        delivers nothing (see :meth:`tether.store.base.Store.signal`).
+        """
 
         def validate(run: Run, dep: Deployment) -> None:
             signals = dep.manifest["components"][run.workflow].get("signals", {})
@@ -343,8 +349,11 @@ class Runtime:
                 )
             _validate(signals[name], payload, f"signal {name} of {run.workflow} on {dep.label}")
 
-        answer = await self.store.signal(tenant_id, run_id, name, payload, validate=validate)
-        self.dispatcher.poke()
+        answer = await self.store.signal(
+            tenant_id, run_id, name, payload, validate=validate, idempotency_key=idempotency_key
+        )
+        if not answer["duplicate"]:
+            self.dispatcher.poke()
         return answer
 
     async def cancel(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:

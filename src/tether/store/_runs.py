@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tether.core.journal import EntryKind, JournalEntry
+from tether.core.journal import EntryKind, JournalEntry, canonical_json
 from tether.core.routing import draw
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import ConflictError, NotFoundError
@@ -182,16 +182,29 @@ class RunOps(Ops):
         payload: Any,
         *,
         validate: Callable[[Run, Deployment], Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Deliver a signal: complete the run's oldest open wait for ``name``, or buffer it.
 
+        With ``idempotency_key`` the signal is delivered at most once per run and key: a
+        retry with the same name and payload is answered ``duplicate`` (even once the run has
+        ended) and delivers nothing.
+
         Raises:
             NotFoundError: no such run.
-            ConflictError: the run has ended.
+            ConflictError: the run has ended, or the key already delivered another signal
+                or payload to this run.
         """
 
         def op(tx: Tx) -> dict[str, Any]:
             run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            if idempotency_key is not None:
+                sent = tx.one(
+                    "SELECT name, payload, consumed_index FROM signals WHERE run_id = ? AND idempotency_key = ?",
+                    (run_id, idempotency_key),
+                )
+                if sent is not None:
+                    return self._signal_retried(run_id, idempotency_key, sent, name, payload)
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is {run.status.value} and takes no more signals")
             if validate is not None:
@@ -204,8 +217,9 @@ class RunOps(Ops):
             )
             consumed = None if waiting is None else waiting["idx"]
             tx.execute(
-                "INSERT INTO signals (run_id, name, payload, created_at, consumed_index) VALUES (?, ?, ?, ?, ?)",
-                (run_id, name, _dumps(payload), now, consumed),
+                "INSERT INTO signals (run_id, name, payload, created_at, consumed_index, idempotency_key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, name, _dumps(payload), now, consumed, idempotency_key),
             )
             woken = False
             if consumed is not None:
@@ -217,9 +231,31 @@ class RunOps(Ops):
                 "delivered_to_entry": consumed,
                 "buffered": consumed is None,
                 "woken": woken,
+                "duplicate": False,
             }
 
         return await self.backend.write(op)
+
+    @staticmethod
+    def _signal_retried(run_id: str, key: str, sent: Row, name: str, payload: Any) -> dict[str, Any]:
+        """The answer to a signal whose key already delivered one: the first delivery as it is
+        now, if the retry is the same signal, else a refusal."""
+        first = _loads(sent["payload"])
+        if sent["name"] != name or canonical_json(first) != canonical_json(payload):
+            raise ConflictError(
+                f"idempotency key {key!r} was already used on run {run_id} for signal {sent['name']!r} "
+                f"with payload {_dumps(first)[:200]}; this request sends signal {name!r} with payload "
+                f"{_dumps(payload)[:200]}: a key stands for one signal, send this one with a new Idempotency-Key"
+            )
+        consumed = sent["consumed_index"]
+        return {
+            "run_id": run_id,
+            "signal": name,
+            "delivered_to_entry": consumed,
+            "buffered": consumed is None,
+            "woken": False,
+            "duplicate": True,
+        }
 
     async def cancel_run(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None = None) -> Run:
         """Cancel a run cooperatively, and its unfinished children.
