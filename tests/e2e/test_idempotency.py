@@ -3,6 +3,7 @@ sent with a key is delivered once however often it is retried."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +53,73 @@ def deployed(server: ServerProcess, make_app: Callable[..., Path]) -> ServerProc
     server.call(lambda c: c.set_env("staging", "v1"))
     server.call(lambda c: c.deploy(make_app("votes-v2", APP.format(VERSION="v2"))))
     return server
+
+
+def test_a_start_key_reused_on_another_environment_or_deployment_is_refused(deployed: ServerProcess) -> None:
+    url, body = deployed.url, {"topic": "lunch"}
+    first = httpx.post(f"{url}/v1/envs/prod/workflows/tally/runs", json=body, headers={"Idempotency-Key": "k-env"})
+    assert first.status_code == 201, first.text
+    run_id = first.json()["id"]
+    deployed.wait_for(run_id, {"suspended"})
+    before = deployed.table_counts()
+
+    # staging points at the very same deployment: still another request, never prod's run.
+    message = _error(
+        httpx.post(f"{url}/v1/envs/staging/workflows/tally/runs", json=body, headers={"Idempotency-Key": "k-env"}),
+        409,
+        "conflict",
+    )
+    assert run_id in message and "environment prod" in message and "environment staging" in message
+    assert "new Idempotency-Key" in message
+    for dep in ("v1", "v2"):
+        message = _error(
+            httpx.post(
+                f"{url}/v1/deployments/{dep}/workflows/tally/runs", json=body, headers={"Idempotency-Key": "k-env"}
+            ),
+            409,
+            "conflict",
+        )
+        assert f"another target (deployment {dep})" in message
+    assert deployed.table_counts() == before
+
+    # The same key, target and input is still the original run.
+    again = httpx.post(f"{url}/v1/envs/prod/workflows/tally/runs", json=body, headers={"Idempotency-Key": "k-env"})
+    assert (again.status_code, again.json()["id"]) == (200, run_id)
+
+    # Started on a deployment, the key is bound to it (by id or label alike).
+    on_dep = deployed.call(lambda c: c.start_run("tally", body, deployment="v2", idempotency_key="k-dep"))
+    message = _error(
+        httpx.post(f"{url}/v1/deployments/v1/workflows/tally/runs", json=body, headers={"Idempotency-Key": "k-dep"}),
+        409,
+        "conflict",
+    )
+    assert on_dep["id"] in message and "on deployment v2" in message and "(deployment v1)" in message
+    message = _error(
+        httpx.post(f"{url}/v1/envs/prod/workflows/tally/runs", json=body, headers={"Idempotency-Key": "k-dep"}),
+        409,
+        "conflict",
+    )
+    assert "on deployment v2" in message and "(environment prod)" in message
+    by_id = httpx.post(
+        f"{url}/v1/deployments/{on_dep['deployment_id']}/workflows/tally/runs",
+        json=body,
+        headers={"Idempotency-Key": "k-dep"},
+    )
+    assert (by_id.status_code, by_id.json()["id"]) == (200, on_dep["id"])
+
+    # The CLI says the same and exits 4 (refused).
+    out = tether(
+        deployed, "run", "tally", "--env", "staging", "--input", json.dumps(body), "--idempotency-key", "k-env"
+    )
+    assert out.exit_code == 4 and "new Idempotency-Key" in out.stderr
+    runs = deployed.call(lambda c: c.runs())
+    assert sorted(r["id"] for r in runs) == sorted([run_id, on_dep["id"]])
+
+    # A blank or overlong key is bad input, not a key.
+    for bad in ("", "k" * 256):
+        refused = httpx.post(f"{url}/v1/envs/prod/workflows/tally/runs", json=body, headers={"Idempotency-Key": bad})
+        assert "Idempotency-Key header must be 1 to 255 characters" in _error(refused, 400, "bad_request")
+    assert len(deployed.call(lambda c: c.runs())) == 2
 
 
 def test_a_retried_signal_is_delivered_once(deployed: ServerProcess) -> None:

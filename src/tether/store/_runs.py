@@ -56,13 +56,7 @@ class RunOps(Ops):
                     "SELECT * FROM runs WHERE tenant_id = ? AND idempotency_key = ?", (tenant_id, idempotency_key)
                 )
                 if row is not None:
-                    existing = Run.from_row(row)
-                    if existing.workflow != workflow or existing.input != input:
-                        raise ConflictError(
-                            f"idempotency key {idempotency_key!r} already started run {existing.id} "
-                            f"({existing.workflow}) with a different workflow or input: use a different key"
-                        )
-                    return existing, False
+                    return self._start_retried(tx, row, idempotency_key, workflow, input, env, deployment_ref), False
             run_id = new_run_id()
             if deployment_ref is not None:
                 dep = self._find_deployment(tx, tenant_id, deployment_ref)
@@ -83,9 +77,58 @@ class RunOps(Ops):
             run = self._insert_run(
                 tx, run_id, tenant_id, dep.id, workflow, input, env, idempotency_key, None, None, start_attempt
             )
+            if deployment_ref is not None:
+                tx.execute("UPDATE runs SET started_on_deployment = ? WHERE id = ?", (dep.id, run_id))
             return run, True
 
         return await self.backend.write(op)
+
+    def _start_retried(
+        self,
+        tx: Tx,
+        row: Row,
+        key: str,
+        workflow: str,
+        input: Any,
+        env: str | None,
+        deployment_ref: str | None,
+    ) -> Run:
+        """The run ``key`` already started, if this request is the same start again.
+
+        The same start means the same workflow, input and target: the same environment, or
+        the same deployment (by id or label). A key reused for anything else would hand back
+        a run pinned by another request, so it is refused instead.
+
+        Raises:
+            ConflictError: naming what the key started, and what to do.
+            NotFoundError: ``deployment_ref`` names no deployment.
+        """
+        existing = Run.from_row(row)
+        first_on = row["started_on_deployment"]
+        if existing.env is not None:
+            first = f"environment {existing.env}"
+        else:
+            first = (
+                f"deployment {self._find_deployment(tx, existing.tenant_id, first_on or existing.deployment_id).label}"
+            )
+        if deployment_ref is not None:
+            wanted = self._find_deployment(tx, existing.tenant_id, deployment_ref)
+            asked = f"deployment {wanted.label}"
+            same_target = existing.env is None and (first_on or existing.deployment_id) == wanted.id
+        else:
+            asked = f"environment {env}"
+            same_target = existing.env == env
+        if existing.workflow != workflow or canonical_json(existing.input) != canonical_json(input):
+            differs = "a different workflow or input"
+        elif not same_target:
+            differs = f"another target ({asked})"
+        else:
+            return existing
+        raise ConflictError(
+            f"idempotency key {key!r} was first used to start run {existing.id} of workflow {existing.workflow} "
+            f"on {first}; this request asks for {differs}: a key names one run, so use a new "
+            "Idempotency-Key for this request"
+        )
 
     async def get_run(self, tenant_id: str, run_id: str) -> Run:
         """The run ``run_id``."""
