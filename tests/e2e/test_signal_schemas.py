@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tests.e2e.conftest import ServerProcess
+from tether.cli.main import cli
 from tether.errors import ApiError
 
 APP = '''
@@ -66,6 +68,53 @@ def verdict(server: ServerProcess, deployment: str, run_id: str) -> dict[str, An
     report = server.call(lambda c: c.check(deployment, runs=[run_id]))
     (found,) = report["runs"]
     return found
+
+
+def test_a_move_refuses_buffered_signals_the_target_rejects_and_a_forced_one_ends_stuck(
+    server: ServerProcess, make_app: Callable[..., Path]
+) -> None:
+    deploy_versions(server, make_app)
+    run = server.call(lambda c: c.start_run("review", {"n": 1}, env="prod"))
+    server.wait_for(run["id"], {"suspended"})
+    sent = server.call(lambda c: c.signal(run["id"], "approval", {"ok": True}))
+    assert sent["buffered"] is True
+
+    # The journal replays on v2 and v3; the buffered approval does not fit either.
+    assert verdict(server, "v1", run["id"])["compatible"] is True
+    on_v2 = verdict(server, "v2", run["id"])
+    assert on_v2["compatible"] is False
+    assert (
+        "signal approval" in on_v2["error"]["message"]
+        and "'decision' is a required property" in on_v2["error"]["message"]
+    )
+    assert [(s["signal"], s["id"]) for s in on_v2["signals"]] == [("approval", 1)]
+    on_v3 = verdict(server, "v3", run["id"])
+    assert on_v3["compatible"] is False and "declares no signal 'approval'" in on_v3["error"]["message"]
+
+    message = refused(lambda: server.call(lambda c: c.move(run["id"], "v2")), 409)
+    assert "signal approval" in message and "decision" in message and "--force --reason" in message
+    out = CliRunner().invoke(cli, ["--url", server.url, "runs", "move", run["id"], "--to", "v3"])
+    assert out.exit_code == 4 and "declares no signal 'approval'" in out.stderr
+    assert server.call(lambda c: c.run(run["id"]))["deployment_id"] == server.call(lambda c: c.deployment("v1"))["id"]
+
+    # Forced anyway: when v2's code takes the buffered approval, the run stops stuck, not failed.
+    moved = server.call(lambda c: c.move(run["id"], "v2", force=True, reason="testing the override"))
+    assert moved["status"] == "suspended"
+    server.call(lambda c: c.signal(run["id"], "go", {"ok": True}))
+    stuck = server.wait_for(run["id"], {"stuck", "failed", "completed"})
+    assert stuck["status"] == "stuck", stuck
+    reason = stuck["stuck_reason"]
+    assert reason["type"] == "SignalRejected"
+    for part in ("signal 'approval'", "entry 1", "decision: Field required", "v2", "tether runs move"):
+        assert part in reason["message"], reason["message"]
+
+    # Moved back to the code that accepts it, the run resumes and finishes there.
+    assert verdict(server, "v1", run["id"])["compatible"] is True
+    server.call(lambda c: c.move(run["id"], "v1", reason="v2 rejects the approval"))
+    server.wait_for(run["id"], {"suspended"})
+    server.call(lambda c: c.signal(run["id"], "go", {"ok": True}))
+    done = server.call(lambda c: c.result(run["id"], wait=30))
+    assert (done["status"], done["output"]) == ("completed", {"approval": {"ok": True}, "version": "v1"})
 
 
 def test_a_journaled_signal_the_pinned_code_rejects_on_replay_makes_the_run_stuck(

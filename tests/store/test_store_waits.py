@@ -461,3 +461,38 @@ def test_cancel_fails_the_waits_and_a_run_ending_with_it_is_cancelled(store, kit
         assert (await store.cancel_run(kit.tenant, other.run.id, actor="alice")).status == RunStatus.CANCELLED
 
     run(body)
+
+
+def test_a_move_sees_the_buffered_signals_and_a_refusal_changes_nothing(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await kit.deploy("dep-b")
+        start = await kit.started()
+        run_id = start.run.id
+        await store.append(run_id, 1, [kit.wait_signal(0)])
+        await _suspend(store, run_id, 1, [0])
+        await store.signal(kit.tenant, run_id, "approve", {"ok": True})  # taken by entry 0
+        await store.signal(kit.tenant, run_id, "approve", {"ok": False})
+        await store.signal(kit.tenant, run_id, "note", "later")
+        before = (await store.table_counts(), await kit.get(run_id))
+        seen = []
+
+        def refuse(moving, dep, buffered):
+            seen.append((moving.id, dep.id, buffered))
+            raise ConflictError("buffered signal approve does not fit")
+
+        with pytest.raises(ConflictError, match="does not fit"):
+            await store.move_run(
+                kit.tenant, run_id, "v2", actor="alice", reason=None, forced=False, check=None, validate=refuse
+            )
+        assert [(r, d, [(s["name"], s["payload"]) for s in b]) for r, d, b in seen] == [
+            (run_id, "dep-b", [("approve", {"ok": False}), ("note", "later")])
+        ]
+        assert (await store.table_counts(), await kit.get(run_id)) == before
+
+        moved = await store.move_run(
+            kit.tenant, run_id, "v2", actor="alice", reason=None, forced=False, check=None, validate=lambda *_: None
+        )
+        assert moved.deployment_id == "dep-b"
+
+    run(body)

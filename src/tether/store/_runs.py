@@ -524,11 +524,15 @@ class RunOps(Ops):
         reason: str | None,
         forced: bool,
         check: dict[str, Any] | None,
+        validate: Callable[[Run, Deployment, list[dict[str, Any]]], Any] | None = None,
     ) -> Run:
         """Re-pin a run to another deployment (the caller has checked it replays there).
 
         A stuck or running run gets a new attempt at once on the new deployment (an attempt in
         flight on the old one is fenced off); a suspended or paused run keeps waiting.
+        ``validate`` (called in the transaction with the run, the deployment and the run's
+        buffered signals as ``{"id", "name", "payload"}``, oldest first) may raise to refuse
+        the move; nothing changes then.
 
         Raises:
             ConflictError: the run has ended, or the deployment was removed or lacks the workflow.
@@ -544,6 +548,14 @@ class RunOps(Ops):
             component = dep.manifest.get("components", {}).get(run.workflow)
             if component is None or component.get("kind") != "workflow":
                 raise ConflictError(f"deployment {dep.label} has no workflow {run.workflow!r}")
+            if validate is not None:
+                buffered = tx.all(
+                    "SELECT id, name, payload FROM signals WHERE run_id = ? AND consumed_index IS NULL ORDER BY id",
+                    (run_id,),
+                )
+                validate(
+                    run, dep, [{"id": r["id"], "name": r["name"], "payload": _loads(r["payload"])} for r in buffered]
+                )
             now = _now()
             go_now = run.status in (RunStatus.STUCK, RunStatus.RUNNING)
             tx.execute(
