@@ -166,6 +166,8 @@ def test_a_retried_signal_is_delivered_once(deployed: ServerProcess) -> None:
     late = httpx.post(url, json={"choice": "pizza"}, headers={"Idempotency-Key": "vote-1"})
     assert (late.status_code, late.json()["duplicate"]) == (200, True)
     assert "takes no more signals" in _error(httpx.post(url, json={"choice": "pizza"}), 409, "conflict")
+    too_long = httpx.post(url, json={"choice": "pizza"}, headers={"Idempotency-Key": "k" * 256})
+    assert "Idempotency-Key header must be 1 to 255 characters" in _error(too_long, 400, "bad_request")
 
     # Keys are scoped to the run: another run takes the same key as a new signal.
     other_run = deployed.call(lambda c: c.start_run("tally", {"topic": "dinner"}, env="prod"))
