@@ -287,13 +287,20 @@ class Client:
         result: dict[str, Any] = await self.request("GET", f"/v1/runs/{run_id}/state")
         return result
 
-    async def signal(self, run_id: str, name: str, payload: Any) -> dict[str, Any]:
-        """Send signal ``name`` with ``payload`` to a run."""
+    async def signal(
+        self, run_id: str, name: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Send signal ``name`` with ``payload`` to a run.
+
+        With ``idempotency_key`` the signal is delivered at most once: a retry with the same
+        key, name and payload answers ``"duplicate": true`` and delivers nothing again (the
+        same key with another payload or name is refused, 409).
+        """
+        headers = {"content-type": "application/json"}
+        if idempotency_key is not None:
+            headers["idempotency-key"] = idempotency_key
         result: dict[str, Any] = await self.request(
-            "POST",
-            f"/v1/runs/{run_id}/signals/{name}",
-            content=_json.dumps(payload),
-            headers={"content-type": "application/json"},
+            "POST", f"/v1/runs/{run_id}/signals/{name}", content=_json.dumps(payload), headers=headers
         )
         return result
 

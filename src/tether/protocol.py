@@ -72,7 +72,9 @@ class ErrorInfo(TypedDict):
 class InvokeResponse(TypedDict):
     """How an attempt ended."""
 
-    outcome: Literal["completed", "failed", "suspended", "mismatch", "fenced", "compatible", "continue_as_new"]
+    outcome: Literal["completed", "failed", "suspended", "mismatch", "stuck", "fenced", "compatible", "continue_as_new"]
+    """``stuck``: the code cannot go on with what the journal holds (``error`` says why, e.g. a
+    ``SignalRejected`` payload); the run waits for an operator, as after a ``mismatch``."""
     output: NotRequired[Any]
     error: NotRequired[ErrorInfo]
     waiting_on: NotRequired[list[int]]

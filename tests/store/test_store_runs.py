@@ -160,3 +160,62 @@ def test_idempotency_key_reused_with_another_input_conflicts(store, kit, run):
         assert (await store.table_counts())["runs"] == 1
 
     run(body)
+
+
+def test_idempotency_key_reused_on_another_environment_conflicts(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await store.set_env(kit.tenant, "staging", [Target("dep-a", 1)], actor="alice")
+        first, _ = await store.create_run(kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k")
+        counts = await store.table_counts()
+        # Same workflow, same input, same deployment behind it: still another request.
+        with pytest.raises(ConflictError, match=f"{first.id} of workflow order on environment prod.*staging"):
+            await store.create_run(kit.tenant, workflow="order", input={"n": 1}, env="staging", idempotency_key="k")
+        with pytest.raises(ConflictError, match="environment prod.*deployment v1.*new Idempotency-Key"):
+            await store.create_run(
+                kit.tenant, workflow="order", input={"n": 1}, deployment_ref="v1", idempotency_key="k"
+            )
+        # JSON that compares equal in Python but is another input (1 is not true) is refused too.
+        with pytest.raises(ConflictError, match="different workflow or input"):
+            await store.create_run(kit.tenant, workflow="order", input={"n": True}, env="prod", idempotency_key="k")
+        assert await store.table_counts() == counts
+        again, created = await store.create_run(
+            kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k"
+        )
+        assert (again.id, created) == (first.id, False)
+
+    run(body)
+
+
+def test_idempotency_key_reused_on_another_deployment_conflicts_even_after_a_move(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await kit.deploy("dep-b")
+        first, _ = await store.create_run(
+            kit.tenant, workflow="order", input={"n": 1}, deployment_ref="v1", idempotency_key="k"
+        )
+        counts = await store.table_counts()
+        with pytest.raises(ConflictError, match="on deployment v1; .*another target \\(deployment v2\\)"):
+            await store.create_run(
+                kit.tenant, workflow="order", input={"n": 1}, deployment_ref="v2", idempotency_key="k"
+            )
+        with pytest.raises(ConflictError, match="deployment v1.*environment prod"):
+            await store.create_run(kit.tenant, workflow="order", input={"n": 1}, env="prod", idempotency_key="k")
+        assert await store.table_counts() == counts
+        # The deployment by id or by label is the same target.
+        again, created = await store.create_run(
+            kit.tenant, workflow="order", input={"n": 1}, deployment_ref="dep-a", idempotency_key="k"
+        )
+        assert (again.id, created) == (first.id, False)
+        # A move re-pins the run; a retry of the original start still finds it.
+        await store.move_run(kit.tenant, first.id, "v2", actor="alice", reason="test", forced=True, check=None)
+        again, created = await store.create_run(
+            kit.tenant, workflow="order", input={"n": 1}, deployment_ref="v1", idempotency_key="k"
+        )
+        assert (again.id, again.deployment_id, created) == (first.id, "dep-b", False)
+        with pytest.raises(ConflictError, match="another target \\(deployment v2\\)"):
+            await store.create_run(
+                kit.tenant, workflow="order", input={"n": 1}, deployment_ref="v2", idempotency_key="k"
+            )
+
+    run(body)

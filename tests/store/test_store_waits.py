@@ -151,6 +151,72 @@ def test_signal_validation_refusal_stores_nothing(store, kit, run):
     run(body)
 
 
+def test_a_signal_key_delivers_once_and_answers_retries_as_duplicates(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        start = await kit.started()
+        run_id = start.run.id
+        await store.append(run_id, 1, [kit.wait_signal(0)])
+        await _suspend(store, run_id, 1, [0])
+        first = await store.signal(kit.tenant, run_id, "approve", {"ok": True, "by": "carol"}, idempotency_key="k1")
+        assert (first["delivered_to_entry"], first["woken"], first["duplicate"]) == (0, True, False)
+        counts = await store.table_counts()
+        woken = await kit.get(run_id)
+
+        # The retry (keys in another order: the same JSON) delivers nothing and says so.
+        again = await store.signal(kit.tenant, run_id, "approve", {"by": "carol", "ok": True}, idempotency_key="k1")
+        assert (again["delivered_to_entry"], again["buffered"], again["woken"], again["duplicate"]) == (
+            0,
+            False,
+            False,
+            True,
+        )
+        assert await store.table_counts() == counts
+        assert await kit.get(run_id) == woken
+
+        # The same key with another payload, or for another signal, is refused; nothing is stored.
+        for name, payload in (("approve", {"ok": False, "by": "carol"}), ("approve", {"ok": 1, "by": "carol"})):
+            with pytest.raises(ConflictError, match="'k1' was already used on run .* new Idempotency-Key"):
+                await store.signal(kit.tenant, run_id, name, payload, idempotency_key="k1")
+        with pytest.raises(ConflictError, match="signal 'approve'.*this request sends signal 'reject'"):
+            await store.signal(kit.tenant, run_id, "reject", {"ok": True, "by": "carol"}, idempotency_key="k1")
+        assert await store.table_counts() == counts
+
+        # A buffered signal sent with a key is answered as buffered until a wait takes it.
+        buffered = await store.signal(kit.tenant, run_id, "approve", "later", idempotency_key="k2")
+        assert (buffered["buffered"], buffered["duplicate"]) == (True, False)
+        retried = await store.signal(kit.tenant, run_id, "approve", "later", idempotency_key="k2")
+        assert (retried["buffered"], retried["delivered_to_entry"], retried["duplicate"]) == (True, None, True)
+        listed = await store.signals(kit.tenant, run_id)
+        assert [(s["payload"], s["consumed_by_entry"]) for s in listed] == [
+            ({"ok": True, "by": "carol"}, 0),
+            ("later", None),
+        ]
+
+    run(body)
+
+
+def test_signal_keys_are_scoped_to_the_run_and_outlive_it(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        one = await kit.started()
+        other = await kit.new_run()
+        await store.signal(kit.tenant, one.run.id, "approve", 1, idempotency_key="shared")
+        assert (await store.signal(kit.tenant, other.id, "approve", 1, idempotency_key="shared"))["duplicate"] is False
+        assert len(await store.signals(kit.tenant, other.id)) == 1
+
+        # Once the run ended, a retry of the signal that was sent is still a duplicate, not a refusal ...
+        await store.finish_attempt(one.run.id, 1, {"outcome": "completed", "output": None})
+        assert (await store.signal(kit.tenant, one.run.id, "approve", 1, idempotency_key="shared"))["duplicate"]
+        # ... while a new signal, with or without a new key, is refused as before.
+        with pytest.raises(ConflictError, match="completed"):
+            await store.signal(kit.tenant, one.run.id, "approve", 1, idempotency_key="fresh")
+        with pytest.raises(ConflictError, match="completed"):
+            await store.signal(kit.tenant, one.run.id, "approve", 1)
+
+    run(body)
+
+
 # --- timers -----------------------------------------------------------------------------
 
 
@@ -393,5 +459,40 @@ def test_cancel_fails_the_waits_and_a_run_ending_with_it_is_cancelled(store, kit
         other = await kit.started()
         await store.pause_run(kit.tenant, other.run.id, actor="alice")
         assert (await store.cancel_run(kit.tenant, other.run.id, actor="alice")).status == RunStatus.CANCELLED
+
+    run(body)
+
+
+def test_a_move_sees_the_buffered_signals_and_a_refusal_changes_nothing(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await kit.deploy("dep-b")
+        start = await kit.started()
+        run_id = start.run.id
+        await store.append(run_id, 1, [kit.wait_signal(0)])
+        await _suspend(store, run_id, 1, [0])
+        await store.signal(kit.tenant, run_id, "approve", {"ok": True})  # taken by entry 0
+        await store.signal(kit.tenant, run_id, "approve", {"ok": False})
+        await store.signal(kit.tenant, run_id, "note", "later")
+        before = (await store.table_counts(), await kit.get(run_id))
+        seen = []
+
+        def refuse(moving, dep, buffered):
+            seen.append((moving.id, dep.id, buffered))
+            raise ConflictError("buffered signal approve does not fit")
+
+        with pytest.raises(ConflictError, match="does not fit"):
+            await store.move_run(
+                kit.tenant, run_id, "v2", actor="alice", reason=None, forced=False, check=None, validate=refuse
+            )
+        assert [(r, d, [(s["name"], s["payload"]) for s in b]) for r, d, b in seen] == [
+            (run_id, "dep-b", [("approve", {"ok": False}), ("note", "later")])
+        ]
+        assert (await store.table_counts(), await kit.get(run_id)) == before
+
+        moved = await store.move_run(
+            kit.tenant, run_id, "v2", actor="alice", reason=None, forced=False, check=None, validate=lambda *_: None
+        )
+        assert moved.deployment_id == "dep-b"
 
     run(body)

@@ -59,6 +59,14 @@ async def gated(ctx: tether.Context) -> str:
     return f"{first}:{ok}"
 
 
+@app.workflow(signals={"approval": bool})
+async def guarded(ctx: tether.Context) -> str:
+    try:
+        return f"approved: {await ctx.signal('approval')}"
+    except Exception as exc:
+        return f"swallowed {type(exc).__name__}"
+
+
 def request(workflow: str, journal: list[dict[str, Any]] | None = None, **input: Any) -> InvokeRequest:
     return {
         "run_id": "run_1",
@@ -153,3 +161,62 @@ def test_a_failed_append_ends_the_attempt_for_a_retry_and_never_fails_the_run() 
     response = attempt(request("gated"), BrokenSink())
     assert response["outcome"] == "fenced"
     assert "journal append failed: ConnectionError: runtime unreachable" in response["error"]["message"]
+
+
+class BufferedSink(RecordingSink):
+    """The runtime had a signal buffered: the wait's append completes it at once."""
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__()
+        self.payload = payload
+
+    async def append(self, entries: list[NewEntry]) -> list[Completion]:
+        await super().append(entries)
+        return [
+            {"index": e["index"], "result": self.payload, "error": None}
+            for e in entries
+            if e["kind"] == "signal" and not e["completed"]
+        ]
+
+
+def _rejected(response: InvokeResponse) -> str:
+    assert response["outcome"] == "stuck", response
+    assert response["error"]["type"] == "SignalRejected"
+    return response["error"]["message"]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_journaled_signal_payload_the_code_rejects_ends_the_attempt_stuck(
+    recording_sink: RecordingSink, dry_run: bool
+) -> None:
+    first = RecordingSink()
+    attempt(request("gated"), first)
+    journal = as_journal(first.entries)
+    journal[1].update(completed=True, result={"decision": "yes"})
+    req = request("gated", journal)
+    if dry_run:
+        req["dry_run"] = True
+    message = _rejected(attempt(req, recording_sink))
+    assert message.startswith("entry 1: signal 'approval' carries a payload that workflow gated on v1 rejects (")
+    assert "valid boolean" in message and 'payload: {"decision":"yes"}' in message
+    assert "tether runs move RUN --to DEPLOYMENT" in message
+    assert recording_sink.entries == []
+
+
+def test_workflow_code_cannot_catch_a_rejected_signal_payload(recording_sink: RecordingSink) -> None:
+    first = RecordingSink()
+    attempt(request("guarded"), first)
+    journal = as_journal(first.entries)
+    journal[0].update(completed=True, result=[1])
+    assert "entry 0" in _rejected(attempt(request("guarded", journal), recording_sink))
+    # A payload the code accepts goes through the same wait untouched.
+    journal[0].update(result=True)
+    assert attempt(request("guarded", journal), recording_sink) == {"outcome": "completed", "output": "approved: True"}
+
+
+def test_a_buffered_signal_payload_the_code_rejects_ends_the_attempt_stuck() -> None:
+    sink = BufferedSink({"decision": "yes"})
+    message = _rejected(attempt(request("gated"), sink))
+    assert message.startswith("entry 1: signal 'approval'")
+    # The wait's entry was appended (the runtime holds the payload now); nothing after it.
+    assert [(e["index"], e["kind"]) for e in sink.entries] == [(0, "step"), (1, "signal")]

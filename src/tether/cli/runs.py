@@ -198,15 +198,18 @@ def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
 @click.argument("run_id")
 @click.argument("name")
 @click.argument("payload", default="null")
+@click.option("--idempotency-key", default=None, help="Deliver at most once for this key: a retry reports a duplicate.")
 @pass_settings
-def signal(settings: Settings, run_id: str, name: str, payload: str) -> None:
+def signal(settings: Settings, run_id: str, name: str, payload: str, idempotency_key: str | None) -> None:
     """Send signal NAME with JSON PAYLOAD to RUN_ID."""
     value = parse_json_arg(payload, "PAYLOAD")
-    answer = call(settings, lambda c: c.signal(run_id, name, value))
+    answer = call(settings, lambda c: c.signal(run_id, name, value, idempotency_key=idempotency_key))
     if settings.as_json:
         emit_json(answer)
         return
-    if answer["buffered"]:
+    if answer["duplicate"]:
+        console.print(f"signal {name} was already sent to run {run_id} with this key: not delivered again")
+    elif answer["buffered"]:
         console.print(f"signal {name} buffered for run {run_id} (delivered when it waits for it)")
     else:
         console.print(f"signal {name} delivered to run {run_id} (entry {answer['delivered_to_entry']})")

@@ -4,8 +4,9 @@ An attempt receives the run's journal, runs the workflow function, answers re-is
 from the journal through :class:`tether.core.replay.Replayer`, executes new ones and appends
 their entries through a :class:`JournalSink`. It ends when the workflow returns or raises
 (``completed``/``failed``), when the workflow only waits on timers, signals or children
-(``suspended``), when the code disagrees with the journal (``mismatch``), or when the runtime
-refuses its appends (``fenced``).
+(``suspended``), when the code disagrees with the journal (``mismatch``), when the code rejects
+a signal payload it is given (``stuck``: the payload is durable, so only other code can take
+it), or when the runtime refuses its appends (``fenced``).
 
 Durability: a step's result is returned to the code only after the runtime acknowledged its
 entry. Values produced synchronously (``now``, ``uuid``, ``random``, ``set``) are buffered and
@@ -66,7 +67,8 @@ class JournalSink(Protocol):
 
 
 class _Stop(BaseException):
-    """Ends the attempt from inside workflow code (mismatch or fenced); never caught by users."""
+    """Ends the attempt from inside workflow code (mismatch, fenced, a rejected signal payload);
+    never caught by users."""
 
 
 class ContinueAsNew(BaseException):
@@ -139,6 +141,8 @@ class Attempt(Context):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poke = asyncio.Event()
         self._fenced: str | None = None
+        self._stuck: ErrorInfo | None = None
+        """Why the attempt cannot go on with this code (a signal payload it rejects)."""
         self._revivers: dict[str, Callable[[Any, ErrorInfo | None], Any]] = {}
         self._resolved: dict[tuple[Any, tuple[str, ...]], ComponentDefinition] = {}
         self._manual_digests: dict[str, str] = {}
@@ -187,7 +191,12 @@ class Attempt(Context):
                     return await self._suspend(main)
 
     def _stopped(self) -> bool:
-        return self._fenced is not None or self._replayer.mismatch is not None or self._dry_end is not None
+        return (
+            self._fenced is not None
+            or self._stuck is not None
+            or self._replayer.mismatch is not None
+            or self._dry_end is not None
+        )
 
     def _only_waiting(self) -> bool:
         return self._busy == 0 and any(not fut.done() for fut, _ in self._waits.values())
@@ -203,6 +212,8 @@ class Attempt(Context):
         await self._cancel_all(main)
         if self._fenced is not None:
             return {"outcome": "fenced", "error": {"type": "Fenced", "message": self._fenced}}
+        if self._stuck is not None:
+            return {"outcome": "stuck", "error": self._stuck}
         mismatch = self._replayer.mismatch
         if mismatch is None:
             assert self._dry_end is not None
@@ -304,6 +315,8 @@ class Attempt(Context):
             return
         try:
             future.set_result(revive(result, error))
+        except _Stop:
+            pass  # The attempt ends (the driver was poked); the code never sees this result.
         except Exception as exc:
             future.set_exception(exc)
 
@@ -338,6 +351,8 @@ class Attempt(Context):
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         try:
             future.set_result(revive(decision.result, cast(ErrorInfo | None, decision.error)))
+        except _Stop:
+            pass  # The attempt ends (the driver was poked); the code never sees this result.
         except Exception as exc:
             future.set_exception(exc)
         return future
@@ -553,9 +568,34 @@ class Attempt(Context):
                 if error["type"] == "Cancelled":
                     raise RunCancelledError
                 raise SignalTimeoutError(name)
-            return adapter.validate_python(result)
+            try:
+                return adapter.validate_python(result)
+            except ValidationError as exc:
+                self._reject_signal(index, name, result, exc)
 
         return self._waiting(index, decision, self._pending_entry(index, command, args), revive)
+
+    def _reject_signal(self, index: int, name: str, payload: Any, exc: ValidationError) -> NoReturn:
+        """End the attempt ``stuck``: the code rejects a signal payload the journal holds.
+
+        The payload was accepted under the schema of the deployment the run was pinned to when
+        it arrived, and is durable now; a run moved to code whose signal model changed cannot
+        take it. That is a version problem, not the workflow's failure: the run stops where an
+        operator can move it to code that accepts the payload, and it resumes there.
+        """
+        if self._stuck is None:
+            text = _json.dumps(payload).decode()
+            self._stuck = {
+                "type": "SignalRejected",
+                "message": (
+                    f"entry {index}: signal {name!r} carries a payload that workflow {self._info.workflow} on "
+                    f"{self._info.deployment_label} rejects ({describe_validation(exc)}); payload: "
+                    f"{text if len(text) <= 200 else text[:199] + '…'}. Move the run to a deployment whose "
+                    "code accepts it, such as the one it came from: tether runs move RUN --to DEPLOYMENT"
+                ),
+            }
+        self._poke.set()
+        raise _Stop
 
     async def agent(self, agent: AgentDefinition, prompt: str, /) -> Any:
         found = self._app.agents.get(getattr(agent, "name", str(agent)))

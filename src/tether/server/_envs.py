@@ -18,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import compileall
 import hashlib
-import py_compile
 import json
 import logging
 import os
+import py_compile
 import shutil
 import sys
 import tomllib

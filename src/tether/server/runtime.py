@@ -43,15 +43,70 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def _validate(schema: dict[str, Any], value: Any, what: str) -> None:
+def _schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
+    """Up to five ``field: message`` violations of ``schema`` by ``value`` (none: it fits)."""
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.absolute_path)
+        parts.append(f"{where}: {error.message}" if where else error.message)
+    return parts
+
+
+def _validate(schema: dict[str, Any], value: Any, what: str) -> None:
+    errors = _schema_errors(schema, value)
     if errors:
-        parts = []
-        for error in errors[:5]:
-            where = ".".join(str(p) for p in error.absolute_path)
-            parts.append(f"{where}: {error.message}" if where else error.message)
-        raise SchemaError(f"{what}: " + "; ".join(parts))
+        raise SchemaError(f"{what}: " + "; ".join(errors))
+
+
+BUFFERED_SIGNAL_REJECTED = "BufferedSignalRejected"
+"""The error type of a dry-run verdict whose journal replays but whose buffered signals do not fit."""
+
+
+def buffered_signal_problems(run: Run, target: Deployment, buffered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's buffered signals that ``target`` would refuse, each ``{"id", "signal", "message"}``.
+
+    A buffered signal (delivered, not yet taken by a ``ctx.signal`` wait) was validated
+    against the schemas of the deployment the run was pinned to when it arrived. Moved to
+    ``target``, the run's code there will take it: the target must declare the signal, and
+    the payload must fit the schema it declares.
+    """
+    component = target.manifest.get("components", {}).get(run.workflow) or {}
+    declared: dict[str, Any] = component.get("signals") or {}
+    problems = []
+    for signal in buffered:
+        name, payload = signal["name"], signal["payload"]
+        where = f"buffered signal {name} (#{signal['id']})"
+        if name not in declared:
+            message = (
+                f"{where}: workflow {run.workflow} on {target.label} declares no signal {name!r} "
+                f"(it declares: {', '.join(sorted(declared)) or 'none'})"
+            )
+        else:
+            errors = _schema_errors(declared[name], payload)
+            if not errors:
+                continue
+            message = f"{where} does not fit its schema on {target.label}: " + "; ".join(errors)
+        problems.append({"id": signal["id"], "signal": name, "message": message})
+    return problems
+
+
+def _refusal(run_id: str, target: Deployment, check: dict[str, Any]) -> str:
+    """Why a move of ``run_id`` to ``target`` is refused, from its dry-run verdict, and what to do."""
+    signals = [p["message"] for p in check.get("signals", [])]
+    problem = check.get("mismatch") or check.get("error") or {}
+    if problem.get("type") == BUFFERED_SIGNAL_REJECTED:
+        return (
+            f"run {run_id} cannot move to {target.label}: {'; '.join(signals)}. Deploy code that declares "
+            "and accepts these signals, or move it anyway with --force --reason TEXT (the run then stops "
+            "stuck when its code takes such a signal)"
+        )
+    detail = "; ".join([str(problem.get("message", "")), *signals])
+    return (
+        f"run {run_id} does not replay on {target.label}: {detail}. "
+        "Deploy code that replays it, or move it anyway with --force --reason TEXT"
+    )
 
 
 def _checked_manifest(body: Any, source: str, error: type[BadRequestError]) -> tuple[dict[str, Any], str]:
@@ -411,8 +466,14 @@ class Runtime:
                 changed, watch.run = watch.run, None
                 run = changed if changed is not None else await self.store.get_run(tenant_id, run_id)
 
-    async def signal(self, tenant_id: str, run_id: str, name: str, payload: Any) -> dict[str, Any]:
-        """Deliver a signal after validating it against the pinned deployment's schema."""
+    async def signal(
+        self, tenant_id: str, run_id: str, name: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Deliver a signal after validating it against the pinned deployment's schema.
+
+        With ``idempotency_key``, a retry of a delivered signal is answered ``duplicate`` and
+        delivers nothing (see :meth:`tether.store.base.Store.signal`).
+        """
 
         def validate(run: Run, dep: Deployment) -> None:
             signals = dep.manifest["components"][run.workflow].get("signals", {})
@@ -423,8 +484,11 @@ class Runtime:
                 )
             _validate(signals[name], payload, f"signal {name} of {run.workflow} on {dep.label}")
 
-        answer = await self.store.signal(tenant_id, run_id, name, payload, validate=validate)
-        self.dispatcher.poke()
+        answer = await self.store.signal(
+            tenant_id, run_id, name, payload, validate=validate, idempotency_key=idempotency_key
+        )
+        if not answer["duplicate"]:
+            self.dispatcher.poke()
         return answer
 
     async def cancel(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None) -> Run:
@@ -480,7 +544,11 @@ class Runtime:
         return await self._changed(run)
 
     async def dry_run(self, run: Run, deployment: Deployment) -> dict[str, Any]:
-        """Whether ``run``'s journal replays on ``deployment``: ``{"compatible": bool, ...}``."""
+        """Whether ``run`` can go on on ``deployment``: ``{"compatible": bool, ...}``.
+
+        Its journal must replay there, and its buffered signals must be ones the deployment
+        declares, with payloads that fit their schemas (``"signals"`` lists those that do not).
+        """
         answer = await self.dispatcher.dry_run(await self.store.replay_start(run, deployment))
         outcome = answer.get("outcome")
         verdict: dict[str, Any] = {"run_id": run.id, "workflow": run.workflow, "status": run.status.value}
@@ -491,6 +559,13 @@ class Runtime:
         else:
             error = answer.get("error") or {"type": str(outcome), "message": f"the dry run ended {outcome}"}
             verdict.update(compatible=False, error=error)
+        buffered = [s for s in await self.store.signals(run.tenant_id, run.id) if s["consumed_by_entry"] is None]
+        problems = buffered_signal_problems(run, deployment, buffered)
+        if problems:
+            verdict["signals"] = problems
+            if verdict["compatible"]:
+                message = "; ".join(p["message"] for p in problems)
+                verdict.update(compatible=False, error={"type": BUFFERED_SIGNAL_REJECTED, "message": message})
         return verdict
 
     async def check(
@@ -526,9 +601,12 @@ class Runtime:
     async def move(self, tenant_id: str, run_id: str, to: str, *, force: bool, actor: str, reason: str | None) -> Run:
         """Re-pin a run to deployment ``to`` once a dry run proves it replays there; audited.
 
+        The dry run covers the journal and the run's buffered signals; the signals are checked
+        again in the transaction that moves the run, so one arriving meanwhile is not missed.
+
         Raises:
-            ConflictError: the dry run found a mismatch (its diff is the message); ``force``
-                with a ``reason`` overrides it.
+            ConflictError: the dry run found a mismatch (its diff is the message) or a buffered
+                signal the target would refuse; ``force`` with a ``reason`` overrides it.
         """
         if force and not reason:
             raise BadRequestError("a forced move needs a reason: add --reason TEXT")
@@ -540,12 +618,22 @@ class Runtime:
         if not force:
             check = await self.dry_run(run, target)
             if not check["compatible"]:
-                detail = (check.get("mismatch") or check.get("error") or {}).get("message", "")
-                raise ConflictError(
-                    f"run {run_id} does not replay on {target.label}: {detail}. "
-                    "Deploy code that replays it, or move it anyway with --force --reason TEXT"
-                )
+                raise ConflictError(_refusal(run_id, target, check))
+
+        def fits(moving: Run, dep: Deployment, buffered: list[dict[str, Any]]) -> None:
+            problems = buffered_signal_problems(moving, dep, buffered)
+            if problems:
+                verdict = {"signals": problems, "error": {"type": BUFFERED_SIGNAL_REJECTED}}
+                raise ConflictError(_refusal(run_id, dep, verdict))
+
         moved = await self.store.move_run(
-            tenant_id, run_id, target.id, actor=actor, reason=reason, forced=force, check=check
+            tenant_id,
+            run_id,
+            target.id,
+            actor=actor,
+            reason=reason,
+            forced=force,
+            check=check,
+            validate=None if force else fits,
         )
         return await self._changed(moved)

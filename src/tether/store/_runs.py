@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tether.core.journal import EntryKind, JournalEntry
+from tether.core.journal import EntryKind, JournalEntry, canonical_json
 from tether.core.routing import draw
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import ConflictError, NotFoundError
@@ -56,13 +56,7 @@ class RunOps(Ops):
                     "SELECT * FROM runs WHERE tenant_id = ? AND idempotency_key = ?", (tenant_id, idempotency_key)
                 )
                 if row is not None:
-                    existing = Run.from_row(row)
-                    if existing.workflow != workflow or existing.input != input:
-                        raise ConflictError(
-                            f"idempotency key {idempotency_key!r} already started run {existing.id} "
-                            f"({existing.workflow}) with a different workflow or input: use a different key"
-                        )
-                    return existing, False
+                    return self._start_retried(tx, row, idempotency_key, workflow, input, env, deployment_ref), False
             run_id = new_run_id()
             if deployment_ref is not None:
                 dep = self._find_deployment(tx, tenant_id, deployment_ref)
@@ -83,9 +77,58 @@ class RunOps(Ops):
             run = self._insert_run(
                 tx, run_id, tenant_id, dep.id, workflow, input, env, idempotency_key, None, None, start_attempt
             )
+            if deployment_ref is not None:
+                tx.execute("UPDATE runs SET started_on_deployment = ? WHERE id = ?", (dep.id, run_id))
             return run, True
 
         return await self.backend.write(op)
+
+    def _start_retried(
+        self,
+        tx: Tx,
+        row: Row,
+        key: str,
+        workflow: str,
+        input: Any,
+        env: str | None,
+        deployment_ref: str | None,
+    ) -> Run:
+        """The run ``key`` already started, if this request is the same start again.
+
+        The same start means the same workflow, input and target: the same environment, or
+        the same deployment (by id or label). A key reused for anything else would hand back
+        a run pinned by another request, so it is refused instead.
+
+        Raises:
+            ConflictError: naming what the key started, and what to do.
+            NotFoundError: ``deployment_ref`` names no deployment.
+        """
+        existing = Run.from_row(row)
+        first_on = row["started_on_deployment"]
+        if existing.env is not None:
+            first = f"environment {existing.env}"
+        else:
+            first = (
+                f"deployment {self._find_deployment(tx, existing.tenant_id, first_on or existing.deployment_id).label}"
+            )
+        if deployment_ref is not None:
+            wanted = self._find_deployment(tx, existing.tenant_id, deployment_ref)
+            asked = f"deployment {wanted.label}"
+            same_target = existing.env is None and (first_on or existing.deployment_id) == wanted.id
+        else:
+            asked = f"environment {env}"
+            same_target = existing.env == env
+        if existing.workflow != workflow or canonical_json(existing.input) != canonical_json(input):
+            differs = "a different workflow or input"
+        elif not same_target:
+            differs = f"another target ({asked})"
+        else:
+            return existing
+        raise ConflictError(
+            f"idempotency key {key!r} was first used to start run {existing.id} of workflow {existing.workflow} "
+            f"on {first}; this request asks for {differs}: a key names one run, so use a new "
+            "Idempotency-Key for this request"
+        )
 
     async def get_run(self, tenant_id: str, run_id: str) -> Run:
         """The run ``run_id``."""
@@ -182,16 +225,29 @@ class RunOps(Ops):
         payload: Any,
         *,
         validate: Callable[[Run, Deployment], Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Deliver a signal: complete the run's oldest open wait for ``name``, or buffer it.
 
+        With ``idempotency_key`` the signal is delivered at most once per run and key: a
+        retry with the same name and payload is answered ``duplicate`` (even once the run has
+        ended) and delivers nothing.
+
         Raises:
             NotFoundError: no such run.
-            ConflictError: the run has ended.
+            ConflictError: the run has ended, or the key already delivered another signal
+                or payload to this run.
         """
 
         def op(tx: Tx) -> dict[str, Any]:
             run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            if idempotency_key is not None:
+                sent = tx.one(
+                    "SELECT name, payload, consumed_index FROM signals WHERE run_id = ? AND idempotency_key = ?",
+                    (run_id, idempotency_key),
+                )
+                if sent is not None:
+                    return self._signal_retried(run_id, idempotency_key, sent, name, payload)
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is {run.status.value} and takes no more signals")
             if validate is not None:
@@ -204,8 +260,9 @@ class RunOps(Ops):
             )
             consumed = None if waiting is None else waiting["idx"]
             tx.execute(
-                "INSERT INTO signals (run_id, name, payload, created_at, consumed_index) VALUES (?, ?, ?, ?, ?)",
-                (run_id, name, _dumps(payload), now, consumed),
+                "INSERT INTO signals (run_id, name, payload, created_at, consumed_index, idempotency_key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, name, _dumps(payload), now, consumed, idempotency_key),
             )
             woken = False
             if consumed is not None:
@@ -217,9 +274,31 @@ class RunOps(Ops):
                 "delivered_to_entry": consumed,
                 "buffered": consumed is None,
                 "woken": woken,
+                "duplicate": False,
             }
 
         return await self.backend.write(op)
+
+    @staticmethod
+    def _signal_retried(run_id: str, key: str, sent: Row, name: str, payload: Any) -> dict[str, Any]:
+        """The answer to a signal whose key already delivered one: the first delivery as it is
+        now, if the retry is the same signal, else a refusal."""
+        first = _loads(sent["payload"])
+        if sent["name"] != name or canonical_json(first) != canonical_json(payload):
+            raise ConflictError(
+                f"idempotency key {key!r} was already used on run {run_id} for signal {sent['name']!r} "
+                f"with payload {_dumps(first)[:200]}; this request sends signal {name!r} with payload "
+                f"{_dumps(payload)[:200]}: a key stands for one signal, send this one with a new Idempotency-Key"
+            )
+        consumed = sent["consumed_index"]
+        return {
+            "run_id": run_id,
+            "signal": name,
+            "delivered_to_entry": consumed,
+            "buffered": consumed is None,
+            "woken": False,
+            "duplicate": True,
+        }
 
     async def cancel_run(self, tenant_id: str, run_id: str, *, actor: str, reason: str | None = None) -> Run:
         """Cancel a run cooperatively, and its unfinished children.
@@ -445,11 +524,15 @@ class RunOps(Ops):
         reason: str | None,
         forced: bool,
         check: dict[str, Any] | None,
+        validate: Callable[[Run, Deployment, list[dict[str, Any]]], Any] | None = None,
     ) -> Run:
         """Re-pin a run to another deployment (the caller has checked it replays there).
 
         A stuck or running run gets a new attempt at once on the new deployment (an attempt in
         flight on the old one is fenced off); a suspended or paused run keeps waiting.
+        ``validate`` (called in the transaction with the run, the deployment and the run's
+        buffered signals as ``{"id", "name", "payload"}``, oldest first) may raise to refuse
+        the move; nothing changes then.
 
         Raises:
             ConflictError: the run has ended, or the deployment was removed or lacks the workflow.
@@ -465,6 +548,14 @@ class RunOps(Ops):
             component = dep.manifest.get("components", {}).get(run.workflow)
             if component is None or component.get("kind") != "workflow":
                 raise ConflictError(f"deployment {dep.label} has no workflow {run.workflow!r}")
+            if validate is not None:
+                buffered = tx.all(
+                    "SELECT id, name, payload FROM signals WHERE run_id = ? AND consumed_index IS NULL ORDER BY id",
+                    (run_id,),
+                )
+                validate(
+                    run, dep, [{"id": r["id"], "name": r["name"], "payload": _loads(r["payload"])} for r in buffered]
+                )
             now = _now()
             go_now = run.status in (RunStatus.STUCK, RunStatus.RUNNING)
             tx.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from importlib import resources
 
-LATEST = 5
+LATEST = 6
 
 
 def migrations() -> list[tuple[int, str]]:

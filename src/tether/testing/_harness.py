@@ -51,13 +51,14 @@ class RunResult:
     """Where a run driven by :class:`WorkflowHarness` stopped."""
 
     outcome: str
-    """``completed``, ``failed``, ``mismatch``, ``fenced``, ``continue_as_new`` (the output is
-    then ``{"input", "upgrade"}`` of the next run), or ``suspended`` when the run waits on
-    something only the test can provide (a signal, or a child that waits on one)."""
+    """``completed``, ``failed``, ``mismatch``, ``stuck`` (the code rejects a signal payload it
+    was given), ``fenced``, ``continue_as_new`` (the output is then ``{"input", "upgrade"}`` of
+    the next run), or ``suspended`` when the run waits on something only the test can provide
+    (a signal, or a child that waits on one)."""
     output: Any = None
     """The workflow's JSON output when ``completed``."""
     error: ErrorInfo | None = None
-    """The failure when ``failed`` or ``fenced``."""
+    """The failure when ``failed`` or ``fenced``; why, when ``stuck``."""
     mismatch: dict[str, Any] | None = None
     """The diff when ``mismatch`` (see :meth:`tether.core.journal.Mismatch.to_json`)."""
     waiting_on: list[int] = field(default_factory=list)

@@ -12,6 +12,8 @@ from tether.errors import BadRequestError, PayloadTooLargeError
 from tether.server.runtime import Runtime
 
 MAX_JSON_BYTES = 1024 * 1024
+MAX_IDEMPOTENCY_KEY = 255
+"""Longest ``Idempotency-Key`` header accepted, in characters."""
 DEFAULT_TENANT = "default"
 
 
@@ -85,3 +87,20 @@ def float_param(request: Request, name: str, default: float, *, low: float, high
     if not low <= value <= high:
         raise BadRequestError(f"query parameter {name} must be between {low:g} and {high:g}")
     return value
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, if sent.
+
+    Raises:
+        BadRequestError: the key is blank or longer than :data:`MAX_IDEMPOTENCY_KEY`.
+    """
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise BadRequestError(
+            f"the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters, not blank: "
+            "send a unique string per operation (a UUID does), or leave the header out"
+        )
+    return key

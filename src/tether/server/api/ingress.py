@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tether.server.api._http import float_param, json_response, read_json, runtime, tenant
+from tether.server.api._http import float_param, idempotency_key, json_response, read_json, runtime, tenant
 
 
 async def start_in_env(request: Request) -> Response:
@@ -30,7 +30,7 @@ async def _start(request: Request, *, env: str | None, deployment: str | None) -
         body,
         env=env,
         deployment=deployment,
-        idempotency_key=request.headers.get("idempotency-key"),
+        idempotency_key=idempotency_key(request),
     )
     if wait > 0:
         run = await rt.result(tenant(request), run.id, wait, known=run)
@@ -51,12 +51,17 @@ async def get_result(request: Request) -> Response:
 
 
 async def signal(request: Request) -> Response:
-    """``POST /v1/runs/{id}/signals/{name}``: body is the payload."""
+    """``POST /v1/runs/{id}/signals/{name}``: body is the payload.
+
+    ``202`` when delivered or buffered; ``200`` when its ``Idempotency-Key`` already delivered
+    this very signal (``"duplicate": true``, nothing delivered again).
+    """
+    key = idempotency_key(request)
     payload = await read_json(request, default=None)
     answer = await runtime(request).signal(
-        tenant(request), request.path_params["id"], request.path_params["name"], payload
+        tenant(request), request.path_params["id"], request.path_params["name"], payload, idempotency_key=key
     )
-    return json_response(answer, 202)
+    return json_response(answer, 200 if answer["duplicate"] else 202)
 
 
 async def state(request: Request) -> Response:
