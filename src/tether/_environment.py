@@ -1,11 +1,12 @@
 """The environment a deployment runs in: its fingerprint, and how two fingerprints differ.
 
 A deployment's behaviour is decided by its code *and* by what that code runs on: the Python
-interpreter, tether's own worker side, and every library it can import. The fingerprint
-names all three::
+interpreter, tether's own worker side, every library it can import, and the start-up files
+(``*.pth``, ``sitecustomize``) that run code in every interpreter. The fingerprint names them::
 
     {"python": "3.11.7", "tether": "0.1.0+3f2a9c1d0b4e",
-     "packages": {"annotated-types": "0.7.0", "pydantic": "2.12.4", ...}}
+     "packages": {"annotated-types": "0.7.0", "pydantic": "2.12.4", ...},
+     "startup": {"distutils-precedence.pth": "1c2b…", ...}}
 
 A worker computes it for the interpreter it runs in (so it sees the same ``sys.path`` the
 app's imports will see) and refuses to serve a deployment recorded under another one; the
@@ -96,6 +97,32 @@ def distributions(paths: Iterable[str]) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+STARTUP_FILES = ("sitecustomize.py", "usercustomize.py")
+
+
+def startup_files(paths: Iterable[str]) -> dict[str, str]:
+    """``{name: sha256[:16]}`` of what the interpreter runs at start-up from ``paths``: every
+    ``*.pth`` file (its import lines run code) and ``sitecustomize``/``usercustomize``.
+
+    They are code that no distribution's version names, so a changed one would otherwise run
+    unannounced under every deployment.
+    """
+    found: dict[str, str] = {}
+    for entry in paths:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in sorted(names):
+            if (name.endswith(".pth") or name in STARTUP_FILES) and name not in found:
+                try:
+                    data = Path(entry or ".", name).read_bytes()
+                except OSError:
+                    continue
+                found[name] = hashlib.sha256(data).hexdigest()[:16]
+    return dict(sorted(found.items()))
+
+
 def fingerprint(*, exclude: Iterable[str] = ()) -> dict[str, Any]:
     """The fingerprint of this interpreter (see the module docstring).
 
@@ -109,6 +136,7 @@ def fingerprint(*, exclude: Iterable[str] = ()) -> dict[str, Any]:
         "python": platform.python_version(),
         "tether": tether_build(),
         "packages": distributions(paths),
+        "startup": startup_files(paths),
     }
 
 
@@ -136,6 +164,12 @@ def changes(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]
             lines.append(f"+ {name} {new[name]}")
         elif old[name] != new[name]:
             lines.append(f"{name} {old[name]} → {new[name]}")
+    before: Mapping[str, str] = expected.get("startup") or {}
+    after: Mapping[str, str] = actual.get("startup") or {}
+    for name in sorted(before.keys() | after.keys()):
+        if before.get(name) != after.get(name):
+            state = "added" if name not in before else "removed" if name not in after else "changed"
+            lines.append(f"start-up file {name} {state}")
     return lines
 
 

@@ -168,3 +168,28 @@ def test_pyproject_with_dependencies_needs_a_uv_lock(server: ServerProcess, make
     assert environment["fingerprint"]["packages"]["pydantic"] == PINNED
     run = server.call(lambda c: c.start_run("job", {"tag": "c"}, env="prod"))
     assert _finish(server, run["id"]) == {"pydantic": PINNED, "tag": "c"}
+
+
+def test_a_library_edited_inside_an_environment_stops_the_run_before_it_loads(
+    server: ServerProcess, make_app: Callable[..., Path]
+) -> None:
+    server.call(lambda c: c.deploy(_app(make_app, "pinned", requirements=f"pydantic=={PINNED}\n"), env="prod"))
+    run = server.call(lambda c: c.start_run("job", {"tag": "d"}, env="prod"))
+    server.wait_for(run["id"], {"suspended"})
+    server.stop()
+    [digest] = _envs(server)
+    [site] = (server.data_dir / "envs" / digest / "lib").glob("python*/site-packages")
+    # pydantic's version stays 2.11.7: only its code changes, in place.
+    (site / "pydantic" / "version.py").write_text((site / "pydantic" / "version.py").read_text() + "\n# patched\n")
+    server.start()
+    server.call(lambda c: c.signal(run["id"], "go", {"ok": True}))
+    stuck = server.wait_for(run["id"], {"stuck", "completed", "failed"})
+    reason = stuck["stuck_reason"]
+    assert stuck["status"] == "stuck" and reason["type"] == "EnvironmentChanged", stuck
+    [change] = reason["changes"]
+    assert change.startswith("lib/python") and "/site-packages/pydantic/version.py: changed (sha256" in change
+    assert [p.name for p in (server.data_dir / "envs").glob(".changed-*")], "the changed environment is kept aside"
+    # Moving the run to its own deployment rebuilds the environment from the lock; it finishes there.
+    server.call(lambda c: c.move(run["id"], "v1"))
+    assert server.call(lambda c: c.result(run["id"], wait=120))["output"] == {"pydantic": PINNED, "tag": "d"}
+    assert _envs(server) == [digest]

@@ -264,3 +264,19 @@ def test_a_run_whose_deployment_cannot_be_loaded_is_stuck_not_waiting(
     assert "record is gone" in gone_record["stuck_reason"]["message"]
     # Nothing else is held up: the healthy run finishes.
     assert server.call(lambda c: c.result(runs[2]["id"], wait=30))["output"] == "v3"
+
+
+def test_a_planted_start_up_file_is_named(
+    probe_server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path
+) -> None:
+    server = probe_server
+    server.call(lambda c: c.deploy(make_app("probe", PROBE_APP), env="prod"))
+    run = server.call(lambda c: c.start_run("job", {}, env="prod"))
+    server.wait_for(run["id"], {"suspended"})
+    server.stop()
+    # sitecustomize runs in every interpreter that has it on its path: code no version names.
+    (tmp_path / "site-1.0" / "sitecustomize.py").write_text("import os\n")
+    server.start()
+    reason = _stuck(server, run["id"])
+    assert reason["type"] == "EnvironmentChanged"
+    assert reason["changes"] == ["start-up file sitecustomize.py added"]

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tether
-from tether import _environment
+from tether import _bundle, _environment
 from tether.errors import RequirementsError
 
 log = logging.getLogger("tether.envs")
@@ -43,6 +43,8 @@ WORKER_REQUIREMENTS = ("pydantic", "orjson", "httpx")
 """The distributions tether's worker side imports; their version ranges come from tether's own
 metadata, so ``pyproject.toml`` stays the one place they are pinned."""
 LOG_LIMIT = 64 * 1024
+FILES = ".tether-files.json"
+"""The environment's own file list, written when it is built and checked before each worker start."""
 _CHECKED = py_compile.PycInvalidationMode.CHECKED_HASH
 """tether's copied files get hash-checked bytecode: valid whatever their mtime after a copy."""
 
@@ -53,6 +55,23 @@ def _uv() -> str:
     from uv import find_uv_bin
 
     return str(find_uv_bin())
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """``{path: sha256}`` of every file under ``root`` (a link: its target), but the records."""
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            relative = path.relative_to(root).as_posix()
+            if relative in (FILES, ".tether-complete"):
+                continue
+            if path.is_symlink():
+                found[relative] = "link:" + os.readlink(path)
+            else:
+                found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(found.items()))
 
 
 def lock_source(folder: Path) -> str | None:
@@ -247,6 +266,8 @@ class Environments:
                     what="the locked requirements cannot be installed",
                 )
                 await asyncio.to_thread(self._copy_tether, scratch)
+                files = await asyncio.to_thread(_tree, scratch)
+                (scratch / FILES).write_text(json.dumps(files, sort_keys=True))
                 (scratch / ".tether-complete").write_text(json.dumps(lock.to_json(), sort_keys=True))
                 target = self.root / digest
                 shutil.rmtree(target, ignore_errors=True)
@@ -261,6 +282,26 @@ class Environments:
     def remove(self, digest: str) -> None:
         """Delete the environment ``digest`` (its last deployment was removed)."""
         shutil.rmtree(self.root / digest, ignore_errors=True)
+
+    def verify(self, digest: str) -> list[str]:
+        """What changed in the environment's files since it was built (empty: nothing).
+
+        Every file counts — libraries, their compiled bytecode, tether's copy — so a library
+        edited in place is caught before a worker imports it, not only a changed version.
+        """
+        folder = self.root / digest
+        try:
+            recorded = json.loads((folder / FILES).read_text())
+        except (OSError, ValueError):
+            return [f"{FILES}: missing or unreadable"]
+        return _bundle.code_changes(recorded, _tree(folder))
+
+    def set_aside(self, digest: str) -> Path:
+        """Move a changed environment out of the way (kept for inspection); the next load
+        rebuilds it from the deployment's lock."""
+        aside = self.root / f".changed-{digest}-{uuid.uuid4().hex[:6]}"
+        (self.root / digest).rename(aside)
+        return aside
 
     @staticmethod
     def _site_packages(venv: Path) -> Path:

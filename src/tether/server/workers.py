@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether import _bundle
+from tether import _bundle, _environment
 from tether.errors import BundleError, SnapshotError, WorkerUnavailableError
 from tether.server._envs import BuildLog, Environments, Lock
 from tether.server._link import AppendHandler, WorkerLink
@@ -318,7 +318,19 @@ class WorkerPool:
         if spec.lock is None:
             return sys.executable
         digest = spec.lock.digest
-        if not self.envs.exists(digest):
+        if self.envs.exists(digest):
+            changed = await asyncio.to_thread(self.envs.verify, digest)
+            if changed:
+                aside = self.envs.set_aside(digest)
+                raise SnapshotError(
+                    "EnvironmentChanged",
+                    f"{spec.label}: the files of its environment {digest} changed since it was built: "
+                    f"{_environment.summary(changed)}. Nothing ran. The changed environment was set aside "
+                    f"({aside.name}) and the next load rebuilds it from the deployment's lock: go on with "
+                    "'tether runs move RUN --to <this deployment>'",
+                    changed,
+                )
+        else:
             log.info("environment %s of %s is missing here: rebuilding it from its lock", digest, spec.label)
             await self.envs.ensure(spec.lock, BuildLog(lambda line: log.info("env %s: %s", digest, line)))
         return str(self.envs.python(digest))
