@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tomllib
 from pathlib import Path, PurePosixPath
@@ -193,6 +194,39 @@ def app_ref(root: Path) -> str | None:
         return None
     check_ref(ref)
     return str(ref)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def declared_env(root: Path) -> list[str]:
+    """The environment variables the app in ``root`` declares in ``tether.toml``
+    (``env = ["NAME", ...]``): the only ones of the server's its workers receive, beyond a
+    fixed set. Malformed declarations are ignored here; :func:`check_env` refuses them at deploy."""
+    config = root / CONFIG_FILE
+    try:
+        data = tomllib.loads(config.read_text()) if config.is_file() else {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        return []
+    names = data.get("env", [])
+    return [n for n in names if isinstance(n, str) and _ENV_NAME.match(n)] if isinstance(names, list) else []
+
+
+def check_env(root: Path) -> None:
+    """Refuse a malformed ``env`` declaration in ``root/tether.toml``.
+
+    Raises:
+        BundleError: ``env`` is not a list of environment variable names.
+    """
+    config = root / CONFIG_FILE
+    if not config.is_file():
+        return
+    try:
+        names = tomllib.loads(config.read_text()).get("env", [])
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{CONFIG_FILE} is not valid TOML: {exc}") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) and _ENV_NAME.match(n) for n in names):
+        raise BundleError(f'{CONFIG_FILE}: env must be a list of environment variable names, e.g. env = ["API_KEY"]')
 
 
 def check_ref(ref: object) -> str:

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     try:
         app = load_app(args.app_dir, args.app)
-        link = LinkServer(app, environment=environment)
+        secret = expected.get("link_secret")
+        link = LinkServer(app, environment=environment, secret=secret if isinstance(secret, str) else None)
     except BundleError as exc:
         print("TETHER_WORKER_ERROR " + json.dumps(exc.message), flush=True)
         return 3

@@ -106,13 +106,15 @@ class Client:
         env: str | None = None,
         app: str | None = None,
         progress: Callable[[str], None] | None = None,
+        isolation: str | None = None,
     ) -> dict[str, Any]:
         """Pack the app folder ``path`` deterministically and deploy it (routing ``env``).
 
-        ``progress`` receives the lines of the environment build as the server makes them.
+        ``progress`` receives the lines of the environment build as the server makes them;
+        ``isolation`` is the workers' tier (``process`` or ``sandbox``; default: the server's).
         """
         data = _bundle.pack(path)
-        return await self.deploy_bundle(data, env=env, app=app, progress=progress)
+        return await self.deploy_bundle(data, env=env, app=app, progress=progress, isolation=isolation)
 
     async def deploy_bundle(
         self,
@@ -121,9 +123,10 @@ class Client:
         env: str | None = None,
         app: str | None = None,
         progress: Callable[[str], None] | None = None,
+        isolation: str | None = None,
     ) -> dict[str, Any]:
         """Deploy already-packed bundle bytes (see :meth:`deploy`)."""
-        params = {k: v for k, v in {"env": env, "app": app}.items() if v is not None}
+        params = {k: v for k, v in {"env": env, "app": app, "isolation": isolation}.items() if v is not None}
         if progress is None:
             result: dict[str, Any] = await self.request(
                 "POST",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 PROTOCOL_VERSION = 1
@@ -158,14 +160,57 @@ def manifest_refusal(
 
 
 SIGNATURE_HEADER = "x-tether-signature"
-"""Carries ``sha256=<hex HMAC of the request body>`` on every runtime request to an endpoint."""
+"""Carries ``sha256=<hex HMAC>`` on every runtime request to an endpoint."""
+TIMESTAMP_HEADER = "x-tether-timestamp"
+"""Seconds since the epoch when the runtime signed the request (inside the HMAC)."""
+NONCE_HEADER = "x-tether-nonce"
+"""A random value used once (inside the HMAC): an endpoint refuses a request it has seen."""
+MAX_SKEW = 300.0
+"""Seconds a signed request stays acceptable; an endpoint remembers nonces at least that long."""
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header's value for ``body`` (a GET signs its path)."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, *, timestamp: str = "", nonce: str = "") -> str:
+    """The signature header's value for ``body`` (a GET signs its path) at ``timestamp`` with ``nonce``."""
+    message = f"{timestamp}\n{nonce}\n".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def signed(secret: str, body: bytes, signature: str | None) -> bool:
-    """Whether ``signature`` is the one ``secret`` gives ``body``."""
-    return signature is not None and hmac.compare_digest(sign(secret, body), signature)
+def signed_headers(secret: str, body: bytes, *, now: float) -> dict[str, str]:
+    """The headers that authenticate one request: its time, a fresh nonce and the HMAC of both
+    with the body, so a captured request cannot be replayed."""
+    timestamp, nonce = f"{now:.3f}", secrets.token_hex(16)
+    return {
+        TIMESTAMP_HEADER: timestamp,
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: sign(secret, body, timestamp=timestamp, nonce=nonce),
+    }
+
+
+class ReplayGuard:
+    """An endpoint's memory of the nonces it accepted within :data:`MAX_SKEW`."""
+
+    def __init__(self) -> None:
+        """Start with no nonce seen."""
+        self._seen: dict[str, float] = {}
+
+    def check(self, secret: str, body: bytes, headers: Mapping[str, str], *, now: float) -> str | None:
+        """Why the request must be refused (unsigned, stale, replayed), or None to accept it."""
+        timestamp, nonce = headers.get(TIMESTAMP_HEADER), headers.get(NONCE_HEADER)
+        signature = headers.get(SIGNATURE_HEADER)
+        if not timestamp or not nonce or signature is None:
+            return "the request is not signed with this endpoint's secret (timestamp, nonce and signature)"
+        expected = sign(secret, body, timestamp=timestamp, nonce=nonce)
+        if not hmac.compare_digest(expected, signature):
+            return "the request is not signed with this endpoint's secret"
+        try:
+            sent = float(timestamp)
+        except ValueError:
+            return "the request's timestamp is not a number"
+        if abs(now - sent) > MAX_SKEW:
+            return f"the request was signed {now - sent:.0f}s ago, more than {MAX_SKEW:.0f}s: check both clocks"
+        for old in [n for n, at in self._seen.items() if now - at > 2 * MAX_SKEW]:
+            del self._seen[old]
+        if nonce in self._seen:
+            return "the request was already received (a replayed nonce): it is refused and runs nothing"
+        self._seen[nonce] = now
+        return None

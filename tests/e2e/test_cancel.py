@@ -46,7 +46,7 @@ def test_cancel_lets_the_workflow_compensate_then_ends_it(
     server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path
 ) -> None:
     effects = tmp_path / "effects.txt"
-    server.call(lambda c: c.deploy(make_app("orders", APP), env="prod"))
+    server.call(lambda c: c.deploy(make_app("orders", APP), env="prod", isolation="process"))
     run = server.call(lambda c: c.start_run("order", {"effects": str(effects)}, env="prod"))
     nap = server.call(lambda c: c.start_run("napper", {}, env="prod"))
     for r in (run, nap):

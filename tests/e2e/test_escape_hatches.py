@@ -54,7 +54,7 @@ def refused(call: Callable[[], object], status: int) -> str:
 
 def test_pause_resume_kill_restart_fork(server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path) -> None:
     effects = str(tmp_path / "effects.txt")
-    server.call(lambda c: c.deploy(app_version(make_app, "v1"), env="prod"))
+    server.call(lambda c: c.deploy(app_version(make_app, "v1"), env="prod", isolation="process"))
     run = server.call(lambda c: c.start_run("flow", {"effects": effects, "n": 1}, env="prod"))
     server.wait_for(run["id"], {"suspended"})
 
@@ -106,11 +106,11 @@ def test_move_needs_a_clean_dry_run_or_force_and_rescues_stuck_runs(
     server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path
 ) -> None:
     effects = str(tmp_path / "effects.txt")
-    server.call(lambda c: c.deploy(app_version(make_app, "v1"), env="prod"))
+    server.call(lambda c: c.deploy(app_version(make_app, "v1"), env="prod", isolation="process"))
     run = server.call(lambda c: c.start_run("flow", {"effects": effects, "n": 2}, env="prod"))
     server.wait_for(run["id"], {"suspended"})
-    server.call(lambda c: c.deploy(app_version(make_app, "v2", first="score_v2"), env=None))
-    server.call(lambda c: c.deploy(app_version(make_app, "v3"), env=None))
+    server.call(lambda c: c.deploy(app_version(make_app, "v2", first="score_v2"), env=None, isolation="process"))
+    server.call(lambda c: c.deploy(app_version(make_app, "v3"), env=None, isolation="process"))
 
     report = server.call(lambda c: c.check("v2"))
     (verdict,) = [v for v in report["runs"] if v["run_id"] == run["id"]]

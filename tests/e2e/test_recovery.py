@@ -58,7 +58,7 @@ def test_kill_9_mid_run_loses_nothing_and_repeats_no_journaled_step(
     server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path
 ) -> None:
     effects = str(tmp_path / "effects.txt")
-    server.call(lambda c: c.deploy(make_app("effects", EFFECTS_APP), env="prod"))
+    server.call(lambda c: c.deploy(make_app("effects", EFFECTS_APP), env="prod", isolation="process"))
     chains = [
         server.call(lambda c: c.start_run("chain", {"effects": effects, "steps": 8, "delay": 0.25}, env="prod"))["id"]
         for _ in range(4)

@@ -18,8 +18,17 @@ from tether.cli._common import EXIT_REFUSED, Settings, call, console, emit_json,
 @click.option("--env", "env", default=None, help="Environment to point at the deployment (e.g. prod).")
 @click.option("--no-promote", is_flag=True, help="Deploy without routing any environment to it.")
 @click.option("--app", "app_ref", default=None, help="module:attribute of the App (default: tether.toml).")
+@click.option(
+    "--isolation",
+    type=click.Choice(["process", "sandbox"]),
+    default=None,
+    help="How its workers are isolated: sandbox (a bubblewrap jail as an unprivileged user; the default where "
+    "bubblewrap works) or process (trusted code, the server's user).",
+)
 @pass_settings
-def deploy(settings: Settings, path: Path, env: str | None, no_promote: bool, app_ref: str | None) -> None:
+def deploy(
+    settings: Settings, path: Path, env: str | None, no_promote: bool, app_ref: str | None, isolation: str | None
+) -> None:
     """Pack the app in PATH into an immutable deployment (and route ENV to it).
 
     A requirements.txt (or pyproject.toml with uv.lock) in PATH gives the deployment its own
@@ -27,7 +36,7 @@ def deploy(settings: Settings, path: Path, env: str | None, no_promote: bool, ap
     """
     target_env = None if no_promote else env
     if settings.as_json:
-        emit_json(call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref)))
+        emit_json(call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref, isolation=isolation)))
         return
     with console.status("deploying", spinner="dots") as status:
         started = time.monotonic()
@@ -35,9 +44,12 @@ def deploy(settings: Settings, path: Path, env: str | None, no_promote: bool, ap
         def progress(line: str) -> None:
             status.update(f"building the environment ({time.monotonic() - started:.0f}s): {line[:100]}")
 
-        result = call(settings, lambda c: c.deploy(path, env=target_env, app=app_ref, progress=progress))
+        result = call(
+            settings, lambda c: c.deploy(path, env=target_env, app=app_ref, progress=progress, isolation=isolation)
+        )
     verb = "created" if result["created"] else "unchanged, already deployed as"
     console.print(f"deployment {verb} [bold]{result['label']}[/bold] ({result['id']})")
+    console.print(f"isolation: {result.get('isolation')}")
     mode = result.get("environment_mode")
     if mode == "locked":
         console.print("environment: its own, built with uv from the bundle's lock ('tether deployments show')")
@@ -102,6 +114,7 @@ def show(settings: Settings, deployment: str, build_log: bool) -> None:
         f"manifest {d['manifest_digest'][:16]}  bundle {str(d['bundle_digest'])[:16]}  "
         f"created {when(d['created_at'])} by {d['created_by']}"
     )
+    console.print(f"isolation: {d.get('isolation')}")
     console.print(f"environment: {describe_environment(d.get('environment'))}")
     packages = ((d.get("environment") or {}).get("fingerprint") or {}).get("packages") or {}
     if packages:

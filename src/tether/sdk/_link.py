@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from typing import Any
 
 from tether import _frames
@@ -17,16 +18,25 @@ from tether.protocol import PROTOCOL_VERSION, Completion, InvokeRequest, NewEntr
 from tether.sdk._attempt import Attempt
 from tether.sdk.app import App
 
+HELLO_TIMEOUT = 5.0
+"""Seconds a new connection has to authenticate."""
+
 
 class LinkServer:
     """Serves one app on framed connections from the runtime."""
 
-    def __init__(self, app: App, *, environment: dict[str, Any] | None = None) -> None:
-        """Freeze the app's manifest once; ``environment`` is the fingerprint reported with it."""
+    def __init__(self, app: App, *, environment: dict[str, Any] | None = None, secret: str | None = None) -> None:
+        """Freeze the app's manifest once; ``environment`` is the fingerprint reported with it.
+
+        With ``secret`` (handed over by the runtime at spawn, never through a file) a
+        connection must open with ``{"t": "hello", "secret": ...}``; any other is dropped, so
+        no other local process can invoke attempts or read the manifest through the port.
+        """
         self.app = app
         self.manifest = app.manifest()
         self.digest = app.manifest_digest()
         self.environment = environment
+        self.secret = secret
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection until the runtime closes it."""
@@ -47,6 +57,11 @@ class _Connection:
 
     async def serve(self) -> None:
         try:
+            if self._server.secret is not None:
+                hello = await asyncio.wait_for(_frames.read(self._reader), HELLO_TIMEOUT)
+                offered = hello.get("secret") if hello is not None and hello.get("t") == "hello" else None
+                if not isinstance(offered, str) or not hmac.compare_digest(offered, self._server.secret):
+                    return
             while (message := await _frames.read(self._reader)) is not None:
                 kind = message["t"]
                 if kind == "ack":
@@ -68,7 +83,7 @@ class _Connection:
                     )
                 else:
                     raise _frames.FrameError(f"unknown message type {kind!r}")
-        except (_frames.FrameError, ConnectionError):
+        except (_frames.FrameError, ConnectionError, TimeoutError):
             pass
         finally:
             self._closed = True

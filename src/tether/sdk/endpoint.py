@@ -7,6 +7,7 @@ it, so both kinds of deployment are dispatched identically.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,14 +23,13 @@ from tether.protocol import (
     INVOKE_PATH,
     MANIFEST_PATH,
     PROTOCOL_VERSION,
-    SIGNATURE_HEADER,
     AppendResponse,
     Completion,
     InvokeRequest,
     NewEntry,
+    ReplayGuard,
     journal_path,
     manifest_refusal,
-    signed,
 )
 from tether.sdk._attempt import Attempt
 from tether.sdk.app import App
@@ -60,7 +60,8 @@ class HttpJournalSink:
         return answer["completions"]
 
 
-UNSIGNED = {"error": {"code": "unauthenticated", "message": "the request is not signed with this endpoint's secret"}}
+def _unsigned(why: str) -> dict[str, Any]:
+    return {"error": {"code": "unauthenticated", "message": why}}
 
 
 def create_endpoint(
@@ -68,8 +69,10 @@ def create_endpoint(
 ) -> Starlette:
     """Build the ASGI app serving ``app``'s manifest and invocations.
 
-    Every request must carry the HMAC of its body (a GET: of its path) under ``secret``, the
-    secret the deployment was registered with; anything else is refused with 401.
+    Every request must carry the HMAC of its timestamp, a nonce and its body (a GET: its path)
+    under ``secret``, the secret the deployment was registered with; anything else, a request
+    signed more than five minutes away from now, or one whose nonce was seen, is refused with
+    401 (a captured request cannot be replayed to run its steps again).
 
     ``code`` (``{path: sha256}`` of the app's files, as ``tether serve`` reads them at start)
     and ``environment`` (this interpreter's fingerprint, computed when omitted) are reported
@@ -92,6 +95,7 @@ def create_endpoint(
     code_digest = _bundle.code_digest(code)
     environment_digest = _environment.digest(environment)
     manifest_body = _json.dumps(serves)
+    guard = ReplayGuard()
     state: dict[str, httpx.AsyncClient] = {}
 
     @contextlib.asynccontextmanager
@@ -101,14 +105,16 @@ def create_endpoint(
             yield
 
     async def get_manifest(request: Request) -> Response:
-        if not signed(secret, MANIFEST_PATH.encode(), request.headers.get(SIGNATURE_HEADER)):
-            return _respond(UNSIGNED, 401)
+        refused = guard.check(secret, MANIFEST_PATH.encode(), request.headers, now=time.time())
+        if refused is not None:
+            return _respond(_unsigned(refused), 401)
         return Response(manifest_body, media_type="application/json")
 
     async def invoke(request: Request) -> Response:
         raw = await request.body()
-        if not signed(secret, raw, request.headers.get(SIGNATURE_HEADER)):
-            return _respond(UNSIGNED, 401)
+        refused = guard.check(secret, raw, request.headers, now=time.time())
+        if refused is not None:
+            return _respond(_unsigned(refused), 401)
         try:
             body: InvokeRequest = _json.loads(raw)
         except _json.JSONDecodeError:

@@ -13,8 +13,9 @@ from tether.protocol import InvokeRequest
 
 log = logging.getLogger("tether.link")
 
-AppendHandler = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
-"""Commits a batch of appends (one item per attempt) and answers one result per item."""
+AppendHandler = Callable[[list[dict[str, Any]], str], Awaitable[list[dict[str, Any]]]]
+"""Commits a batch of appends (one item per attempt) from the worker of a deployment (the
+second argument: its id) and answers one result per item."""
 
 
 class LinkClosedError(ConnectionError):
@@ -34,11 +35,15 @@ class WorkerLink:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader_task: asyncio.Task[None] | None = None
         self.closed = False
+        self.owner = ""
+        """The deployment whose worker this is: appends are accepted only for its own attempts."""
 
     @classmethod
-    async def open(cls, host: str, port: int, on_append: AppendHandler) -> WorkerLink:
-        """Connect to a worker listening on ``host:port``."""
+    async def open(cls, host: str, port: int, on_append: AppendHandler, *, secret: str | None = None) -> WorkerLink:
+        """Connect to a worker listening on ``host:port``, authenticating with ``secret``."""
         reader, writer = await asyncio.open_connection(host, port)
+        if secret is not None:
+            writer.write(_frames.encode({"t": "hello", "secret": secret}))
         link = cls(reader, writer, on_append)
         link._reader_task = asyncio.create_task(link._read_loop(), name=f"tether-link-{port}")
         return link
@@ -79,7 +84,7 @@ class WorkerLink:
             self._close_waiters()
 
     async def _append(self, message_id: int, items: list[dict[str, Any]]) -> None:
-        results = await self._on_append(items)
+        results = await self._on_append(items, self.owner)
         if not self.closed:
             self._writer.write(_frames.encode({"t": "ack", "id": message_id, "results": results}))
 

@@ -23,7 +23,7 @@ import httpx
 from tether import _bundle, _environment, _json
 from tether.core.manifest import diff
 from tether.errors import BundleError, FencedError, NotFoundError, SnapshotError
-from tether.protocol import INVOKE_PATH, SIGNATURE_HEADER, InvokeRequest, sign
+from tether.protocol import INVOKE_PATH, InvokeRequest, signed_headers
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
 from tether.server.tracing import ABANDONED, Tracing
@@ -35,14 +35,21 @@ MAX_IDLE_SLEEP = 1.0
 RETRY_CAP = 60.0
 
 
-def attempt_token(secret: bytes, run_id: str, attempt: int) -> str:
-    """The HMAC that authorises one attempt of one run to append to its journal."""
-    return hmac.new(secret, f"{run_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:40]
+def deployment_key(secret: bytes, deployment_id: str) -> bytes:
+    """The key a deployment's attempt tokens are signed with, derived from the server's secret
+    (which no sandboxed worker can read) and the deployment's id."""
+    return hmac.new(secret, f"deployment:{deployment_id}".encode(), hashlib.sha256).digest()
 
 
-def check_token(secret: bytes, run_id: str, attempt: int, token: str) -> bool:
-    """Whether ``token`` is the one issued for this run and attempt."""
-    return hmac.compare_digest(attempt_token(secret, run_id, attempt), token)
+def attempt_token(secret: bytes, deployment_id: str, run_id: str, attempt: int) -> str:
+    """The HMAC that authorises one attempt of one run, on one deployment, to append to its journal."""
+    key = deployment_key(secret, deployment_id)
+    return hmac.new(key, f"{run_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def check_token(secret: bytes, deployment_id: str, run_id: str, attempt: int, token: str) -> bool:
+    """Whether ``token`` is the one issued for this run and attempt on this deployment."""
+    return hmac.compare_digest(attempt_token(secret, deployment_id, run_id, attempt), token)
 
 
 def served_elsewhere(pinned: Deployment, served: dict[str, Any], where: str) -> SnapshotError:
@@ -241,20 +248,32 @@ class Dispatcher:
             if self._on_change is not None:
                 self._on_change(run.id, after)
 
-    async def append_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def append_batch(
+        self, items: list[dict[str, Any]], *, deployment_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """Commit appends of many attempts at once (from a link or the HTTP endpoint).
 
         Each item is ``{run_id, attempt, token, entries}``; each answer is
-        ``{"completions": [...]}`` or ``{"error": {"code", "message"}}``.
+        ``{"completions": [...]}`` or ``{"error": {"code", "message"}}``. Tokens are checked
+        against ``deployment_id``'s key — the deployment whose worker link the batch came over,
+        so a worker can append only to its own deployment's runs, whatever tokens it holds —
+        or, for a registered endpoint's HTTP append, against the key of the deployment each
+        run is pinned to now.
         """
         if self._metrics is not None:
             self._observe(items)
         results: list[dict[str, Any] | None] = [None] * len(items)
         accepted: list[tuple[str, int, list[Any]]] = []
         where: list[int] = []
+        pinned = (
+            {}
+            if deployment_id is not None
+            else await self._store.pinned_deployments([item["run_id"] for item in items])
+        )
         for position, item in enumerate(items):
             run_id, attempt = item["run_id"], item["attempt"]
-            if not check_token(self._secret, run_id, attempt, item["token"]):
+            owner = deployment_id if deployment_id is not None else pinned.get(run_id, "")
+            if not check_token(self._secret, owner, run_id, attempt, item["token"]):
                 results[position] = {
                     "error": {"code": "fenced", "message": f"the token is not valid for attempt {attempt} of {run_id}"}
                 }
@@ -290,7 +309,7 @@ class Dispatcher:
         self._metrics.append_entries.observe(count)
 
     async def _invoke(self, start: AttemptStart) -> dict[str, Any]:
-        token = attempt_token(self._secret, start.run.id, start.run.attempt)
+        token = attempt_token(self._secret, start.deployment.id, start.run.id, start.run.attempt)
         return await self.send(start, token=token)
 
     async def dry_run(self, start: AttemptStart) -> dict[str, Any]:
@@ -362,7 +381,7 @@ class Dispatcher:
         response = await self._http.post(
             url.rstrip("/") + INVOKE_PATH,
             content=body,
-            headers={"content-type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
+            headers={"content-type": "application/json", **signed_headers(secret, body, now=time.time())},
         )
         if response.status_code == 409:
             # Code swapped under the URL: stop loudly, saying what changed.

@@ -22,7 +22,8 @@ from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import BadRequestError, BundleError, ConflictError, NotFoundError, PayloadTooLargeError, SchemaError
-from tether.protocol import MANIFEST_PATH, SIGNATURE_HEADER, sign
+from tether.protocol import MANIFEST_PATH, signed_headers
+from tether.server import _sandbox
 from tether.server._envs import BuildLog, Progress, lock_source
 from tether.server.dispatcher import Dispatcher
 from tether.server.workers import WorkerPool, WorkerSpec
@@ -197,9 +198,13 @@ class Runtime:
         env: str | None,
         actor: str,
         progress: Progress | None = None,
+        isolation: str | None = None,
     ) -> tuple[Deployment, bool]:
         """Store a bundle, build its environment, read its manifest from a worker, record the
         deployment, route ``env``.
+
+        ``isolation`` is the tier its workers run at (``process`` or ``sandbox``; default:
+        ``sandbox`` where bubblewrap works), part of the deployment's identity.
 
         The deployment records everything a later load must prove: the code file by file, the
         app reference, the manifest, and the environment (its own, built with uv from the
@@ -217,6 +222,14 @@ class Runtime:
             raise BundleError("the request has no bundle: send the app as a .tar.gz body ('tether deploy PATH')")
         if env is not None:
             check_name("environment", env)
+        tier = isolation or _sandbox.default_tier()
+        if tier not in _sandbox.TIERS:
+            raise BadRequestError(
+                f"isolation {tier!r} is not a tier: use process (trusted code) or sandbox (a bubblewrap jail "
+                "as an unprivileged user: no store, no secrets, no other deployment)"
+            )
+        if tier == "sandbox" and (why := _sandbox.available()) is not None:
+            raise BadRequestError(f"cannot deploy with --isolation sandbox: {why}")
         digest = _bundle.digest(data)
         files = _bundle.file_digests(data)
         folder = self.pool.folder(digest)
@@ -233,6 +246,7 @@ class Runtime:
                 raise BundleError(
                     'the bundle names no app: add tether.toml with app = "module:attribute", or pass --app'
                 )
+            _bundle.check_env(folder)
             source = lock_source(folder)
             lock = None
             if source is not None:
@@ -245,7 +259,7 @@ class Runtime:
 
             spec = WorkerSpec(
                 key=f"deploy-{uuid.uuid4().hex}", label="the new deployment", bundle_digest=digest, app_ref=ref,
-                files=files, lock=lock,
+                files=files, lock=lock, isolation=tier,
             )  # fmt: skip
             worker = await self.pool.get(spec, load)
             body = await worker.link.manifest()
@@ -257,10 +271,12 @@ class Runtime:
                 "mode": "locked" if lock else "fingerprint",
                 "fingerprint": fingerprint,
                 "lock": lock.to_json() if lock else None,
+                "isolation": tier,
             }
+            identity = (digest, ref, digest_of_manifest, _environment.digest(fingerprint), tier)
             deployment, created = await self.store.create_deployment(
                 tenant_id,
-                deployment_id=deployment_id(digest, ref, digest_of_manifest, _environment.digest(fingerprint)),
+                deployment_id=deployment_id(*identity),
                 kind="bundle",
                 manifest=manifest,
                 manifest_digest=digest_of_manifest,
@@ -304,7 +320,7 @@ class Runtime:
         try:
             async with httpx.AsyncClient(timeout=30.0) as client:
                 response = await client.get(
-                    url + MANIFEST_PATH, headers={SIGNATURE_HEADER: sign(secret, MANIFEST_PATH.encode())}
+                    url + MANIFEST_PATH, headers=signed_headers(secret, MANIFEST_PATH.encode(), now=time.time())
                 )
         except httpx.TransportError as exc:
             raise BadRequestError(f"cannot reach the endpoint at {url}: {exc}") from None

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 
 from tether import _bundle, _environment
 from tether.errors import BundleError, SnapshotError, WorkerUnavailableError
+from tether.server import _sandbox
 from tether.server._envs import BuildLog, Environments, Lock
 from tether.server._link import AppendHandler, WorkerLink
 from tether.store.records import Deployment
@@ -54,6 +56,8 @@ class WorkerSpec:
     """The fingerprint the worker's interpreter must have (None: not recorded, unchecked)."""
     lock: Lock | None = None
     """The deployment's own environment (None: the server's interpreter)."""
+    isolation: str = "process"
+    """``process`` or ``sandbox`` (see :mod:`tether.server._sandbox`)."""
 
 
 ArtifactLoader = Callable[[], Awaitable[bytes | None]]
@@ -72,6 +76,7 @@ def worker_spec(deployment: Deployment) -> WorkerSpec:
         files=deployment.code,
         environment=environment.get("fingerprint"),
         lock=Lock.from_json(lock) if lock else None,
+        isolation=deployment.isolation,
     )
 
 
@@ -142,6 +147,45 @@ _WAY_OUT = {
 }
 
 
+PASSED_ENV = (
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "TETHER_MODEL_BASE_URL",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+)
+"""What a worker gets of the server's environment without declaring it: the interpreter's
+settings (``PYTHONPATH`` is part of the fingerprint), proxies and certificates, and the model
+settings agents read by default. Everything else (the server's own secrets, cloud credentials)
+must be named in the app's ``tether.toml`` (``env = ["NAME", ...]``)."""
+
+
+def worker_env(folder: Path, *, sandboxed: bool) -> dict[str, str]:
+    """The environment a worker of the bundle in ``folder`` starts with."""
+    names = set(PASSED_ENV) | set(_bundle.declared_env(folder))
+    env = {name: os.environ[name] for name in sorted(names) if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    env["HOME"] = "/tmp" if sandboxed else os.environ.get("HOME", "/tmp")
+    return env
+
+
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value).encode()
 
@@ -153,6 +197,7 @@ class WorkerPool:
         """Keep extracted bundles, environments and worker logs under ``data_dir``; commit
         appends with ``on_append``."""
         self._on_append = on_append
+        self._data_dir = data_dir.resolve()
         self.envs = Environments(data_dir / "envs")
         self._bundles = data_dir / "bundles"
         self._logs = data_dir / "logs"
@@ -270,6 +315,7 @@ class WorkerPool:
             await self._stop(worker)
             return
         worker.key = key
+        worker.link.owner = key
         self._workers[key] = worker
 
     async def get(self, spec: WorkerSpec, load: ArtifactLoader) -> Worker:
@@ -338,25 +384,33 @@ class WorkerPool:
     async def _start(self, spec: WorkerSpec, folder: Path, python: str) -> Worker:
         key, app_ref = spec.key, spec.app_ref
         log_path = self._logs / f"worker-{key.removeprefix('dep_')[:12]}.log"
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-        env.pop("PYTHONHOME", None)
-        expected = _json_bytes({"files": spec.files, "environment": spec.environment})
+        env = worker_env(folder, sandboxed=spec.isolation == "sandbox")
+        link_secret = secrets.token_hex(32)
+        expected = _json_bytes({"files": spec.files, "environment": spec.environment, "link_secret": link_secret})
+        # -P: the bundle's folder (the cwd) must not be importable before its files are proven,
+        # or a planted module could shadow one tether imports first.
+        argv = [python, "-P", "-m", "tether._worker", "--app-dir", str(folder), "--app", app_ref, "--expect-stdin"]
+        if spec.isolation == "sandbox":
+            why = _sandbox.available()
+            if why is not None:
+                raise WorkerUnavailableError(f"{spec.label} runs in a sandbox, but {why}")
+            own = [folder] + ([self.envs.root / spec.lock.digest] if spec.lock is not None else [])
+            argv = _sandbox.command(
+                argv,
+                folder=folder,
+                read_only=await asyncio.to_thread(_sandbox.python_paths, python),
+                private=self._data_dir,
+                own=own,
+                env=env,
+                switch_user=os.geteuid() == 0,
+            )
+        else:
+            # A sandboxed worker dies with its jail; a plain one watches the server itself.
+            argv += ["--parent-pid", str(os.getpid())]
         spawned = time.monotonic()
         with open(log_path, "ab") as log_file:
             process = await asyncio.create_subprocess_exec(
-                python,
-                # -P: the bundle's folder (the cwd) must not be importable before its files are
-                # proven, or a planted module could shadow one tether imports first.
-                "-P",
-                "-m",
-                "tether._worker",
-                "--app-dir",
-                str(folder),
-                "--app",
-                app_ref,
-                "--parent-pid",
-                str(os.getpid()),
-                "--expect-stdin",
+                *argv,
                 cwd=folder,
                 env=env,
                 stdin=asyncio.subprocess.PIPE,
@@ -381,11 +435,12 @@ class WorkerPool:
         if text.startswith("TETHER_WORKER_READY "):
             _, port, digest = text.split(" ")
             try:
-                link = await WorkerLink.open("127.0.0.1", int(port), self._on_append)
+                link = await WorkerLink.open("127.0.0.1", int(port), self._on_append, secret=link_secret)
             except OSError as exc:
                 process.kill()
                 await process.wait()
                 raise WorkerUnavailableError(f"cannot connect to the worker for {app_ref}: {exc}") from None
+            link.owner = key
             seconds = time.monotonic() - spawned
             self.cold_starts += 1
             self._starts.setdefault(key, StartStats()).record(seconds)

@@ -51,6 +51,11 @@ class Deployment:
     recorded before tether kept it; unchecked). See :mod:`tether._environment`."""
 
     @property
+    def isolation(self) -> str:
+        """``process`` or ``sandbox``: how its workers are isolated (see :mod:`tether.server._sandbox`)."""
+        return str((self.environment or {}).get("isolation", "process"))
+
+    @property
     def code_digest(self) -> str | None:
         """One digest for :attr:`code`."""
         return None if self.code is None else _code_digest(self.code)
@@ -92,6 +97,7 @@ class Deployment:
             "removed_at": self.removed_at,
             "workflows": sorted(n for n, c in self.manifest.get("components", {}).items() if c["kind"] == "workflow"),
             "environment_mode": None if self.environment is None else self.environment.get("mode"),
+            "isolation": self.isolation,
         }
         if with_manifest:
             out["manifest"] = self.manifest

@@ -41,14 +41,17 @@ async def create_deployment(request: Request) -> Response:
     data = await read_body(request, MAX_BUNDLE_BYTES)
     rt, tenant_id, who = runtime(request), tenant(request), actor(request)
     app_ref = request.query_params.get("app") or None
+    isolation = request.query_params.get("isolation") or None
     if "application/x-ndjson" not in request.headers.get("accept", ""):
-        deployment, created = await rt.deploy(tenant_id, data, app_ref=app_ref, env=env, actor=who)
+        deployment, created = await rt.deploy(tenant_id, data, app_ref=app_ref, env=env, actor=who, isolation=isolation)
         return json_response(_deployed(deployment, created, env), 201 if created else 200)
 
     async def stream() -> AsyncIterator[bytes]:
         lines: asyncio.Queue[str] = asyncio.Queue()
         task = asyncio.create_task(
-            rt.deploy(tenant_id, data, app_ref=app_ref, env=env, actor=who, progress=lines.put_nowait)
+            rt.deploy(
+                tenant_id, data, app_ref=app_ref, env=env, actor=who, progress=lines.put_nowait, isolation=isolation
+            )
         )
         try:
             while not task.done() or not lines.empty():
