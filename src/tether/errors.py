@@ -12,7 +12,10 @@ The tree::
     ├── JournalMismatchError          journal_mismatch     409
     ├── BadRequestError               bad_request          400
     │   └── BundleError               bad_bundle           400
+    ├── UnauthenticatedError          unauthenticated      401
+    ├── ForbiddenError                forbidden            403
     ├── NotFoundError                 not_found            404
+    ├── HostNotAllowedError           host_not_allowed     421
     ├── ConflictError                 conflict             409
     │   └── FencedError               fenced               409
     ├── SchemaError                   schema_violation     422
@@ -148,6 +151,27 @@ class BundleError(BadRequestError):
     """An uploaded bundle cannot be read or its app cannot be loaded."""
 
     code = "bad_bundle"
+
+
+class UnauthenticatedError(TetherError):
+    """The request carries no usable credential: no token, or one that is unknown, revoked or expired."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class ForbiddenError(TetherError):
+    """The credential is valid but its scope does not allow this request."""
+
+    code = "forbidden"
+    status = 403
+
+
+class HostNotAllowedError(TetherError):
+    """The request names a ``Host`` the server does not answer to (the DNS rebinding guard)."""
+
+    code = "host_not_allowed"
+    status = 421
 
 
 class NotFoundError(TetherError):
