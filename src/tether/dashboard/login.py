@@ -31,7 +31,8 @@ def _next(target: str | None) -> str:
 
 
 def _login_page(request: Request, status: int, message: str | None, target: str) -> Response:
-    nonce = secrets.token_urlsafe(24)
+    # Kept while it lives, so two open sign-in pages (or a reload) do not void each other.
+    nonce = request.cookies.get(_session.LOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = render("login.html", status, page="", message=message, next=target, login_csrf=nonce)
     response.set_cookie(
         _session.LOGIN_COOKIE,
