@@ -276,3 +276,61 @@ def test_tenants_create_and_list(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/v1/tenants", headers=bearer(team.stdout.strip())).status_code == 403
     nowhere = tether("tokens", "create", "--data-dir", str(server.data_dir), "--tenant", "nope", "--scope", "read")
     assert nowhere.returncode == 3 and "no tenant 'nope'" in nowhere.stderr
+
+
+def test_an_admin_cannot_revoke_the_operator(server: ServerProcess) -> None:
+    root = make_token(server, "--scope", "operator", "--name", "root")
+    admin = make_token(server, "--scope", "admin", "--name", "admin")
+    root_id = root.split("_")[1]
+    refused = httpx.delete(server.url + f"/v1/tokens/{root_id}", headers=bearer(admin))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert httpx.get(server.url + "/v1/whoami", headers=bearer(root)).status_code == 200
+    # The operator may revoke itself (and any token).
+    assert httpx.delete(server.url + f"/v1/tokens/{root_id}", headers=bearer(root)).status_code == 200
+    assert httpx.get(server.url + "/v1/whoami", headers=bearer(root)).status_code == 401
+
+
+def test_idempotency_keys_do_not_cross_tenants(server: ServerProcess) -> None:
+    root = make_token(server, "--scope", "operator", "--name", "root")
+    assert httpx.post(server.url + "/v1/tenants", json={"name": "acme"}, headers=bearer(root)).status_code == 201
+    runs = []
+    for tenant in ("default", "acme"):
+        made = httpx.post(
+            server.url + "/v1/tokens", json={"tenant": tenant, "scope": "admin"}, headers=bearer(root)
+        ).json()["token"]
+
+        async def go(token: str = made, name: str = tenant) -> dict[str, Any]:
+            async with Client(server.url, token=token) as c:
+                await c.deploy(HELLO, env="prod")
+                return await c.start_run("greet", {"name": name}, env="prod", idempotency_key="order-42")
+
+        runs.append(asyncio.run(go()))
+    # Same key, other input, other tenant: a new run each, no 409 telling one about the other.
+    assert runs[0]["id"] != runs[1]["id"]
+    assert [r["input"] for r in runs] == [{"name": "default"}, {"name": "acme"}]
+
+
+def test_sign_in_never_redirects_off_site_and_the_cookie_is_not_an_api_credential(server: ServerProcess) -> None:
+    token = make_token(server, "--scope", "admin", "--name", "admin")
+    with httpx.Client(base_url=server.url) as browser:
+        for target, expected in (
+            ("//evil.example/x", "/"),
+            ("https://evil.example", "/"),
+            ("/\\evil", "/"),
+            ("/envs", "/envs"),
+        ):
+            page = browser.get("/login")
+            csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            answer = browser.post("/login", data={"token": token, "csrf": csrf, "next": target})
+            assert answer.status_code == 303 and answer.headers["location"] == expected, target
+        assert browser.cookies.get("tether_session")
+        assert browser.get("/envs").status_code == 200
+        # The session cookie signs in the dashboard only: the API wants the bearer token.
+        assert browser.get("/v1/deployments").status_code == 401
+        real = browser.cookies["tether_session"]
+    # A cookie not signed by this server is refused, and so is a real session id re-signed.
+    session_id = real.rsplit(".", 1)[0]
+    for value in ("forged.signature", f"{session_id}.AAAA", real + "x"):
+        forged = httpx.get(server.url + "/envs", headers={"cookie": f"tether_session={value}"})
+        assert forged.status_code == 303 and forged.headers["location"].startswith("/login"), value
+    assert httpx.get(server.url + "/envs", headers={"cookie": f"tether_session={real}"}).status_code == 200

@@ -212,7 +212,6 @@ class AuthMiddleware:
             query = scope.get("query_string", b"").decode("latin-1")
             target = path + (f"?{query}" if query else "")
             response: Response = RedirectResponse("/login?next=" + urllib.parse.quote(target, safe=""), 303)
-            if "session has ended" in exc.message:
-                response.delete_cookie(_session.COOKIE, path="/")
+            response.delete_cookie(_session.COOKIE, path="/")  # a dead session's cookie, if any
             return response
         return render("error.html", exc.status, title=f"{exc.status}", code=exc.code, message=exc.message)

@@ -104,8 +104,14 @@ async def revoke_token(request: Request) -> Response:
     """``DELETE /v1/tokens/{id}``: revoke a token of the tenant (any tenant's, for an operator);
     its dashboard sessions end with it."""
     who = principal(request)
+    store, token_id = runtime(request).store, request.path_params["id"]
+    if who.scope is not Scope.OPERATOR:
+        # An admin must not lock the operator out: operator tokens are revoked by operators.
+        mine = {t.id: t for t in await store.list_tokens(who.tenant_id)}
+        if token_id in mine and mine[token_id].scope is Scope.OPERATOR:
+            raise ForbiddenError("only an operator token revokes an operator token")
     scope_tenant = None if who.scope is Scope.OPERATOR else who.tenant_id
-    token = await runtime(request).store.revoke_token(scope_tenant, request.path_params["id"], actor=who.actor)
+    token = await store.revoke_token(scope_tenant, token_id, actor=who.actor)
     return json_response(token.to_json())
 
 
