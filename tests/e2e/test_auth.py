@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ServerProcess
+from tests.e2e.test_endpoints import APP, SECRET, Endpoint
 from tether.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,15 @@ def tether(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         timeout=60,
         env={**clean, "COLUMNS": "200", **(env or {})},
     )
+
+
+def secret_of(token: str) -> str:
+    """The secret part of ``tether_<12 hex id>_<secret>`` (the secret may hold '_' itself)."""
+    return token[len("tether_") + 13 :]
+
+
+def id_of(token: str) -> str:
+    return token[len("tether_") : len("tether_") + 12]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -59,7 +70,7 @@ def db_rows(server: ServerProcess, sql: str) -> list[tuple[Any, ...]]:
 
 def test_a_token_is_shown_once_and_the_store_keeps_only_its_hash(server: ServerProcess) -> None:
     token = make_token(server, "--tenant", "default", "--scope", "admin", "--name", "ci")
-    secret = token.rsplit("_", 1)[1]
+    secret = secret_of(token)
     # Listing (CLI and API) names it but never shows it.
     listed = tether("--url", server.url, "--token", token, "--json", "tokens", "list")
     assert listed.returncode == 0, listed.stderr
@@ -71,17 +82,17 @@ def test_a_token_is_shown_once_and_the_store_keeps_only_its_hash(server: ServerP
     made = httpx.post(server.url + "/v1/tokens", json={"scope": "read", "name": "dash"}, headers=bearer(token))
     assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
     second = made.json()["token"]
-    assert second.rsplit("_", 1)[1] not in httpx.get(server.url + "/v1/tokens", headers=bearer(token)).text
+    assert secret_of(second) not in httpx.get(server.url + "/v1/tokens", headers=bearer(token)).text
     # The database file (and its WAL) holds hashes, never a secret.
     rows = db_rows(server, "SELECT id, hash FROM tokens ORDER BY name")
     assert len(rows) == 2
-    expected = {token.split("_")[1]: hashlib.sha256(secret.encode()).hexdigest()}
-    expected[second.split("_")[1]] = hashlib.sha256(second.rsplit("_", 1)[1].encode()).hexdigest()
+    expected = {id_of(token): hashlib.sha256(secret.encode()).hexdigest()}
+    expected[id_of(second)] = hashlib.sha256(secret_of(second).encode()).hexdigest()
     assert dict(rows) == expected
     for path in server.data_dir.glob("tether.db*"):
         raw = path.read_bytes()
         for text in (token, second):
-            assert text.rsplit("_", 1)[1].encode() not in raw, f"{path.name} holds a token's secret"
+            assert secret_of(text).encode() not in raw, f"{path.name} holds a token's secret"
 
 
 def test_revoked_and_expired_tokens_are_401(server: ServerProcess) -> None:
@@ -104,14 +115,14 @@ def test_revoked_and_expired_tokens_are_401(server: ServerProcess) -> None:
     expired = httpx.get(server.url + "/v1/runs", headers=bearer(short.json()["token"]))
     assert expired.status_code == 401 and "has expired" in expired.json()["error"]["message"]
     # A forged token (right id, wrong secret), a malformed one and another scheme: all 401.
-    forged = doomed_token.rsplit("_", 1)[0] + "_" + "A" * 43
-    admin_forged = admin.rsplit("_", 1)[0] + "_" + "A" * 43
+    forged = f"tether_{id_of(doomed_token)}_" + "A" * 43
+    admin_forged = f"tether_{id_of(admin)}_" + "A" * 43
     for header in (f"Bearer {admin_forged}", f"Bearer {forged}", "Bearer nope", f"Basic {admin}", "Bearer"):
         answer = httpx.get(server.url + "/v1/runs", headers={"authorization": header})
         assert answer.status_code == 401, header
         assert answer.json()["error"]["code"] == "unauthenticated"
     # Revoking the last usable token does not reopen the server.
-    tether("tokens", "revoke", "--data-dir", str(server.data_dir), admin.split("_")[1])
+    tether("tokens", "revoke", "--data-dir", str(server.data_dir), id_of(admin))
     assert httpx.get(server.url + "/v1/runs").status_code == 401
     assert httpx.get(server.url + "/healthz").status_code == 200
 
@@ -163,7 +174,7 @@ def test_audit_names_the_token_not_a_header(server: ServerProcess) -> None:
     history = httpx.get(server.url + "/v1/envs/staging/history", headers=bearer(token)).json()["history"]
     assert history[0]["actor"] == "token:release-bot@default"
     created = [r for r in asyncio.run(go_audit(server, token)) if r["action"] == "token.create"]
-    assert created and created[0]["target"] == token.split("_")[1]
+    assert created and created[0]["target"] == id_of(token)
 
 
 async def go_audit(server: ServerProcess, token: str) -> list[dict[str, Any]]:
@@ -230,7 +241,7 @@ def test_beyond_loopback_only_with_tokens(tmp_path: Path) -> None:
         assert httpx.get(base + "/v1/deployments").status_code == 401
         assert httpx.get(base + "/v1/deployments", headers=bearer(token)).status_code == 200
         # Listening beyond loopback keeps token mode even once every token is revoked.
-        assert tether("tokens", "revoke", "--data-dir", str(data), token.split("_")[1]).returncode == 0
+        assert tether("tokens", "revoke", "--data-dir", str(data), id_of(token)).returncode == 0
         assert httpx.get(base + "/v1/deployments", headers=bearer(token)).status_code == 401
         assert httpx.get(base + "/v1/whoami").status_code == 401
     finally:
@@ -281,7 +292,7 @@ def test_tenants_create_and_list(server: ServerProcess) -> None:
 def test_an_admin_cannot_revoke_the_operator(server: ServerProcess) -> None:
     root = make_token(server, "--scope", "operator", "--name", "root")
     admin = make_token(server, "--scope", "admin", "--name", "admin")
-    root_id = root.split("_")[1]
+    root_id = id_of(root)
     refused = httpx.delete(server.url + f"/v1/tokens/{root_id}", headers=bearer(admin))
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
     assert httpx.get(server.url + "/v1/whoami", headers=bearer(root)).status_code == 200
@@ -334,3 +345,30 @@ def test_sign_in_never_redirects_off_site_and_the_cookie_is_not_an_api_credentia
         forged = httpx.get(server.url + "/envs", headers={"cookie": f"tether_session={value}"})
         assert forged.status_code == 303 and forged.headers["location"].startswith("/login"), value
     assert httpx.get(server.url + "/envs", headers={"cookie": f"tether_session={real}"}).status_code == 200
+
+
+def test_registered_endpoints_still_append_in_token_mode(
+    server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The internal journal route takes the attempt token, not an API token: an endpoint that
+    knows nothing of API tokens keeps working once the server has them."""
+    hosted = Endpoint(make_app("hosted", APP.format(DOC="Doubles a number.")), tmp_path / "endpoint.log")
+    hosted.start()
+    try:
+        token = make_token(server, "--scope", "admin", "--name", "ops")
+
+        async def go() -> dict[str, Any]:
+            async with Client(server.url, token=token) as c:
+                await c.register(hosted.url, secret=SECRET, env="prod")
+                run = await c.start_run("job", {"n": 21}, env="prod")
+                deadline = time.monotonic() + 30
+                while (await c.run(run["id"]))["status"] != "suspended":
+                    assert time.monotonic() < deadline, "the run never reached its signal wait"
+                    await asyncio.sleep(0.05)
+                await c.signal(run["id"], "go", {"ok": True})
+                return await c.result(run["id"], wait=30)
+
+        done = asyncio.run(go())
+        assert (done["status"], done["output"]) == ("completed", 42)
+    finally:
+        hosted.stop()
