@@ -33,6 +33,11 @@ def default_url() -> str:
     return os.environ.get("TETHER_URL", DEFAULT_URL)
 
 
+def default_token() -> str | None:
+    """``TETHER_TOKEN``, or None (a server without tokens needs none)."""
+    return os.environ.get("TETHER_TOKEN") or None
+
+
 class Client:
     """Talks to a tether server's public API.
 
@@ -43,10 +48,23 @@ class Client:
             done = await client.result(run["id"], wait=30)
     """
 
-    def __init__(self, url: str | None = None, *, actor: str | None = None, timeout: float = 60.0) -> None:
-        """Connect lazily to ``url`` (default: ``TETHER_URL`` or ``http://127.0.0.1:7070``)."""
+    def __init__(
+        self, url: str | None = None, *, token: str | None = None, actor: str | None = None, timeout: float = 60.0
+    ) -> None:
+        """Connect lazily to ``url`` (default: ``TETHER_URL`` or ``http://127.0.0.1:7070``).
+
+        Args:
+            url: the server.
+            token: an API token, sent as ``Authorization: Bearer`` (default: ``TETHER_TOKEN``).
+            actor: the audit name while the server has no tokens (default: ``$USER``); with a
+                token, the server names the token instead.
+            timeout: seconds per request.
+        """
         self.url = (url or default_url()).rstrip("/")
         headers = {"x-tether-actor": actor or os.environ.get("USER", "anonymous")}
+        token = token or default_token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
 
     async def __aenter__(self) -> Client:
@@ -366,4 +384,44 @@ class Client:
         result: dict[str, Any] = await self.request(
             "POST", f"/v1/deployments/{deployment}/check", json=body, timeout=600.0
         )
+        return result
+
+    # --- who may do what ----------------------------------------------------------------
+
+    async def whoami(self) -> dict[str, Any]:
+        """The tenant, scope and audit name this client's requests act as."""
+        result: dict[str, Any] = await self.request("GET", "/v1/whoami")
+        return result
+
+    async def create_token(
+        self,
+        *,
+        scope: str,
+        tenant: str | None = None,
+        name: str | None = None,
+        expires_in: str | float | None = None,
+    ) -> dict[str, Any]:
+        """Create an API token; the answer's ``token`` is its text, shown this once only."""
+        body = {"scope": scope, "tenant": tenant, "name": name, "expires_in": expires_in}
+        result: dict[str, Any] = await self.request(
+            "POST", "/v1/tokens", json={k: v for k, v in body.items() if v is not None}
+        )
+        return result
+
+    async def tokens(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The tokens of this client's tenant (an operator may name another), without secrets."""
+        return list((await self.request("GET", "/v1/tokens", params={"tenant": tenant}))["tokens"])
+
+    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token by its id (``tokens`` lists them); it is refused from then on."""
+        result: dict[str, Any] = await self.request("DELETE", f"/v1/tokens/{token_id}")
+        return result
+
+    async def tenants(self) -> list[dict[str, Any]]:
+        """Every tenant (needs an operator token)."""
+        return list((await self.request("GET", "/v1/tenants"))["tenants"])
+
+    async def create_tenant(self, name: str) -> dict[str, Any]:
+        """Create a tenant (needs an operator token)."""
+        result: dict[str, Any] = await self.request("POST", "/v1/tenants", json={"name": name})
         return result

@@ -13,7 +13,10 @@ The tree::
     ├── BadRequestError               bad_request          400
     │   └── BundleError               bad_bundle           400
     │       └── RequirementsError     bad_requirements     400
+    ├── UnauthenticatedError          unauthenticated      401
+    ├── ForbiddenError                forbidden            403
     ├── NotFoundError                 not_found            404
+    ├── HostNotAllowedError           host_not_allowed     421
     ├── ConflictError                 conflict             409
     │   └── FencedError               fenced               409
     ├── SnapshotError                 snapshot_changed     409
@@ -179,6 +182,27 @@ class SnapshotError(TetherError):
     def to_reason(self) -> dict[str, Any]:
         """The run's ``stuck_reason``."""
         return {"type": self.kind, "message": self.message, "changes": self.changes}
+
+
+class UnauthenticatedError(TetherError):
+    """The request carries no usable credential: no token, or one that is unknown, revoked or expired."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class ForbiddenError(TetherError):
+    """The credential is valid but its scope does not allow this request."""
+
+    code = "forbidden"
+    status = 403
+
+
+class HostNotAllowedError(TetherError):
+    """The request names a ``Host`` the server does not answer to (the DNS rebinding guard)."""
+
+    code = "host_not_allowed"
+    status = 421
 
 
 class NotFoundError(TetherError):

@@ -35,8 +35,8 @@ def test_metrics_count_runs_attempts_appends_steps_and_commits(server: ServerPro
     seen = scrape(server)
     runs = {labels: value for (name, labels), value in seen.items() if name == "tether_runs"}
     v1 = (("deployment_id", dep["id"]), ("deployment_label", "v1"))
-    assert runs[(*v1, ("status", "completed"))] == 3
-    assert runs[(*v1, ("status", "suspended"))] == 1
+    assert runs[(*v1, ("status", "completed"), ("tenant", "default"))] == 3
+    assert runs[(*v1, ("status", "suspended"), ("tenant", "default"))] == 1
     assert seen[("tether_attempts_total", (("outcome", "completed"),))] == 3
     assert seen[("tether_attempts_total", (("outcome", "suspended"),))] >= 1
     assert seen[("tether_step_duration_seconds_count", (("kind", "step"),))] == 4

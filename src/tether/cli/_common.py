@@ -32,9 +32,10 @@ EXIT_UNREACHABLE = 5
 class Settings:
     """Options of the root command, passed to every subcommand."""
 
-    def __init__(self, url: str, as_json: bool) -> None:
+    def __init__(self, url: str, as_json: bool, token: str | None = None) -> None:
         self.url = url
         self.as_json = as_json
+        self.token = token
 
 
 def pass_settings(fn: Callable[..., T]) -> Callable[..., T]:
@@ -52,12 +53,12 @@ def pass_settings(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def exit_code(error: ApiError) -> int:
-    """Exit code for a server error: 2 bad input, 3 not found, 4 refused, 1 otherwise."""
+    """Exit code for a server error: 2 bad input, 3 not found, 4 refused (or not allowed), 1 otherwise."""
     if error.http_status in (400, 413, 422):
         return EXIT_USAGE
     if error.http_status == 404:
         return EXIT_NOT_FOUND
-    if error.http_status == 409:
+    if error.http_status in (401, 403, 409, 421):
         return EXIT_REFUSED
     return EXIT_ERROR
 
@@ -66,7 +67,7 @@ def call(settings: Settings, fn: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``fn`` with a client; turn errors into a message on stderr and an exit code."""
 
     async def go() -> T:
-        async with Client(settings.url) as client:
+        async with Client(settings.url, token=settings.token) as client:
             return await fn(client)
 
     try:

@@ -12,20 +12,26 @@ from tether.cli.env import env
 from tether.cli.runs import run, runs, signal
 from tether.cli.serve import serve
 from tether.cli.server import server
-from tether.client import default_url
+from tether.cli.tokens import tenants, tokens
+from tether.client import default_token, default_url
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", default=None, help="Server URL (default: TETHER_URL or http://127.0.0.1:7070).")
+@click.option(
+    "--token",
+    default=None,
+    help="API token, sent as 'Authorization: Bearer' (default: TETHER_TOKEN; none while the server has none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.version_option(__version__, prog_name="tether")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -> None:
     """tether: durable runs pinned to immutable deployments."""
-    ctx.obj = Settings(url or default_url(), as_json)
+    ctx.obj = Settings(url or default_url(), as_json, token or default_token())
 
 
-for command in (server, serve, deploy, deployments, env, run, runs, signal, audit):
+for command in (server, serve, deploy, deployments, env, run, runs, signal, audit, tokens, tenants):
     cli.add_command(command)
 
 

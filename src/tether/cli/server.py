@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import socket
 from pathlib import Path
@@ -11,6 +13,28 @@ import uvicorn
 
 from tether._gc import tune_gc
 from tether.server.app import ServerOptions, create_app
+from tether.store import open_store
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or name."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _tokens_exist(where: str | Path) -> bool:
+    async def check() -> bool:
+        store = open_store(where)
+        try:
+            return await store.any_tokens()
+        finally:
+            await store.close()
+
+    return asyncio.run(check())
 
 
 @click.command()
@@ -37,6 +61,13 @@ from tether.server.app import ServerOptions, create_app
     show_default=True,
     help="Seconds an idle bundle worker stays up before it exits.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="Also answer requests for this Host (repeatable); loopback names always. Others get 421.",
+)
 @click.option("--log-level", default="warning", show_default=True, help="Server log level.")
 def server(
     data_dir: Path,
@@ -45,12 +76,20 @@ def server(
     store_url: str | None,
     synchronous: str,
     worker_idle_timeout: float,
+    allowed_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
-    """Run the tether runtime: API, scheduler, dispatcher and workers."""
-    if host not in {"127.0.0.1", "localhost", "::1"}:
+    """Run the tether runtime: API, scheduler, dispatcher and workers.
+
+    While no API token exists the server listens on loopback only and trusts every request;
+    once one exists (tether tokens create), every request needs a token. See docs/security.md.
+    """
+    loopback = is_loopback(host)
+    if not loopback and not _tokens_exist(store_url or data_dir):
         raise click.UsageError(
-            "API tokens are not configured, so the server binds to loopback only: use --host 127.0.0.1"
+            f"refusing to listen on {host}: no API token exists, so anyone who reaches the port could deploy "
+            "and run code. Create one first (tether tokens create --data-dir DIR --tenant default --scope operator), "
+            "or listen on --host 127.0.0.1. See docs/security.md."
         )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -70,6 +109,8 @@ def server(
             store=store_url,
             synchronous=synchronous.upper(),
             worker_idle_timeout=worker_idle_timeout,
+            require_tokens=not loopback,
+            allowed_hosts=allowed_hosts,
         )
     )
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime
 import json
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 from tether import _json
@@ -36,6 +39,37 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is looking at a page: shown in its header; its CSRF token goes into every form."""
+
+    actor: str
+    """``token:<name>@<tenant>``, or the local user's name while no token exists."""
+    tenant: str
+    scope: str
+    csrf: str | None
+    """The CSRF token of the session; None when not signed in with the session cookie."""
+    signed_in: bool
+    """Whether the page was reached with a token (session or bearer), not in local mode."""
+
+
+VIEWER: ContextVar[Viewer | None] = ContextVar("tether_dashboard_viewer", default=None)
+"""Set by ``tether.server._auth`` for the request being handled."""
+
+
+def _viewer() -> Viewer | None:
+    return VIEWER.get()
+
+
+def _csrf_field() -> Markup:
+    viewer = VIEWER.get()
+    if viewer is None or viewer.csrf is None:
+        return Markup("")
+    return Markup('<input type="hidden" name="csrf" value="{}">').format(viewer.csrf)
+
+
+templates.globals["viewer"] = _viewer
+templates.globals["csrf_field"] = _csrf_field
 templates.filters["when"] = _when
 templates.filters["as_json"] = _as_json
 templates.filters["pretty"] = _pretty

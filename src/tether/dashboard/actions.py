@@ -1,9 +1,11 @@
 """The dashboard's forms: environment changes, removing a deployment, and a run's escape hatches.
 
 Each form posts here; the handler calls the same ``Runtime`` service function as the admin API
-(audited with the actor ``dashboard`` and the reason typed in the form) and answers a 303 to
-the page that shows the outcome, or an error page whose message says what to do instead.
-Browsers ask for confirmation first (``data-confirm`` in ``static/dashboard.js``).
+(audited with the signed-in token, ``token:<name>@<tenant>``, or the actor ``dashboard`` while
+no token exists, and the reason typed in the form) and answers a 303 to the page that shows the
+outcome, or an error page whose message says what to do instead. A form posted with the session
+cookie must carry the session's CSRF token. Browsers ask for confirmation first
+(``data-confirm`` in ``static/dashboard.js``).
 """
 
 from __future__ import annotations
@@ -16,13 +18,21 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import _json
+from tether.dashboard import _session
 from tether.dashboard._render import error_page
-from tether.errors import BadRequestError, TetherError
-from tether.server.api._http import read_body, runtime, tenant
+from tether.errors import BadRequestError, ForbiddenError, TetherError
+from tether.server.api._http import principal, read_body, runtime, tenant
 
 ACTOR = "dashboard"
-"""Who the audit log names for actions taken from the dashboard."""
+"""Who the audit log names for actions taken from the dashboard while no token exists."""
 MAX_FORM_BYTES = 256 * 1024
+CSRF_REFUSED = "refused: the form carries no valid CSRF token; reload the dashboard's page and submit it from there"
+
+
+def _actor(request: Request) -> str:
+    """The signed-in token (``token:<name>@<tenant>``); ``dashboard`` in local mode."""
+    who = principal(request)
+    return ACTOR if who.local else who.actor
 
 
 class Form:
@@ -48,12 +58,16 @@ class Form:
 def action(handler: Callable[[Request, Form], Awaitable[str]]) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a form handler that returns where to go next: parse the form, render refusals.
 
-    Forms posted from another site's page never get here (``server._origin``)."""
+    Forms posted from another site's page never get here (``server._origin``); one posted with
+    the session cookie but without the session's CSRF token is refused (403)."""
 
     async def endpoint(request: Request) -> Response:
         try:
             raw = await read_body(request, MAX_FORM_BYTES)
             form = Form(urllib.parse.parse_qs(raw.decode(errors="replace"), keep_blank_values=True))
+            session = principal(request).session
+            if session is not None and not _session.csrf_ok(request.app.state.secret, session, form.get("csrf")):
+                raise ForbiddenError(CSRF_REFUSED)
             location = await handler(request, form)
         except TetherError as exc:
             return error_page(exc)
@@ -86,7 +100,7 @@ async def set_env(request: Request, form: Form) -> str:
     env = form.need("env", "the environment's name")
     weights = form.get("weights")
     targets = _weights(weights) if weights else [(form.need("deployment", "a deployment"), 100)]
-    await runtime(request).set_env(tenant(request), env, targets, actor=ACTOR, reason=form.get("reason"))
+    await runtime(request).set_env(tenant(request), env, targets, actor=_actor(request), reason=form.get("reason"))
     return f"/envs#env-{_quote(env)}"
 
 
@@ -95,7 +109,7 @@ async def promote_env(request: Request, form: Form) -> str:
     """``POST /envs/{env}/promote``: point ``{env}`` where environment ``from`` points now."""
     env = request.path_params["env"]
     source = form.need("from", "the environment to promote from")
-    await runtime(request).promote_env(tenant(request), env, source, actor=ACTOR, reason=form.get("reason"))
+    await runtime(request).promote_env(tenant(request), env, source, actor=_actor(request), reason=form.get("reason"))
     return f"/envs#env-{_quote(env)}"
 
 
@@ -103,7 +117,7 @@ async def promote_env(request: Request, form: Form) -> str:
 async def rollback_env(request: Request, form: Form) -> str:
     """``POST /envs/{env}/rollback``: undo the environment's latest change."""
     env = request.path_params["env"]
-    await runtime(request).store.rollback_env(tenant(request), env, actor=ACTOR, reason=form.get("reason"))
+    await runtime(request).store.rollback_env(tenant(request), env, actor=_actor(request), reason=form.get("reason"))
     return f"/envs#env-{_quote(env)}"
 
 
@@ -113,7 +127,7 @@ async def rollback_env(request: Request, form: Form) -> str:
 @action
 async def remove_deployment(request: Request, form: Form) -> str:
     """``POST /deployments/{dep}/remove``: retire a drained deployment."""
-    removed = await runtime(request).remove(tenant(request), request.path_params["dep"], ACTOR)
+    removed = await runtime(request).remove(tenant(request), request.path_params["dep"], _actor(request))
     return f"/deployments/{_quote(removed.id)}"
 
 
@@ -145,7 +159,7 @@ def _hatch(verb: str) -> Callable[[Request], Awaitable[Response]]:
     async def handler(request: Request, form: Form) -> str:
         rt = runtime(request)
         do = {"cancel": rt.cancel, "pause": rt.pause, "resume": rt.resume, "kill": rt.kill}[verb]
-        run = await do(tenant(request), request.path_params["id"], actor=ACTOR, reason=form.get("reason"))
+        run = await do(tenant(request), request.path_params["id"], actor=_actor(request), reason=form.get("reason"))
         return _run_page(run.id, f"{verb}: the run is {run.status.value}")
 
     handler.__doc__ = f"``POST /runs/{{id}}/{verb}`` with an optional ``reason``."
@@ -166,7 +180,7 @@ async def restart_run(request: Request, form: Form) -> str:
         request.path_params["id"],
         env=env,
         deployment=deployment,
-        actor=ACTOR,
+        actor=_actor(request),
         reason=form.get("reason"),
     )
     return _run_page(new.id, f"restarted from {request.path_params['id']}")
@@ -178,7 +192,9 @@ async def move_run(request: Request, form: Form) -> str:
     to = form.need("to", "the deployment to move to")
     force = form.get("force") == "1"
     rt, tid = runtime(request), tenant(request)
-    run = await rt.move(tid, request.path_params["id"], to, force=force, actor=ACTOR, reason=form.get("reason"))
+    run = await rt.move(
+        tid, request.path_params["id"], to, force=force, actor=_actor(request), reason=form.get("reason")
+    )
     label = (await rt.store.get_deployment(tid, run.deployment_id)).label
     return _run_page(run.id, f"moved to {label}" + (" (forced)" if force else ""))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tether.dashboard import login
 from tether.dashboard import views as dashboard
+from tether.server._access import POLICY
+from tether.server._auth import AllowedHosts, AuthMiddleware, HostAllowListMiddleware
 from tether.server._origin import SameOriginMiddleware
-from tether.server.api import admin, ingress, internal
-from tether.server.api._http import json_response
+from tether.server.api import access, admin, ingress, internal
+from tether.server.api._http import json_response, principal
 from tether.server.dispatcher import Dispatcher
 from tether.server.errors import HANDLERS
 from tether.server.metrics import Metrics
 from tether.server.runtime import Notifier, Runtime
 from tether.server.tracing import open_tracing
 from tether.server.workers import WorkerPool
-from tether.store import open_store
+from tether.store import Scope, open_store
 
 log = logging.getLogger("tether.server")
 
@@ -48,6 +52,10 @@ class ServerOptions:
     """Seconds a worker with nothing to do stays up."""
     max_in_flight: int = 256
     """Attempts dispatched at once."""
+    require_tokens: bool = False
+    """Token mode even while no token exists (the server listens beyond loopback)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """``Host`` names answered besides the loopback names and ``runtime_url``'s host."""
 
 
 async def healthz(_: Request) -> Response:
@@ -56,9 +64,16 @@ async def healthz(_: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """``GET /metrics`` in Prometheus text format."""
+    """``GET /metrics`` in Prometheus text format: the whole server for an operator token (and
+    while no token exists), else only the runs of the token's tenant."""
     rt: Runtime = request.app.state.runtime
-    body = request.app.state.metrics.render(await rt.store.counts())
+    meter: Metrics = request.app.state.metrics
+    counts = await rt.store.counts()
+    who = principal(request)
+    if who.scope is Scope.OPERATOR:
+        body = meter.render(counts)
+    else:
+        body = meter.render_tenant({key: n for key, n in counts.items() if key[0] == who.tenant_id})
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -122,12 +137,25 @@ def create_app(options: ServerOptions) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         *ingress.ROUTES,
         *admin.ROUTES,
+        *access.ROUTES,
         *internal.ROUTES,
+        *login.ROUTES,
         *dashboard.ROUTES,
     ]
-    return Starlette(
+    for route in routes:
+        for method in (route.methods or set()) - {"HEAD"}:
+            if (method, route.path) not in POLICY:
+                raise RuntimeError(f"{method} {route.path} has no entry in tether.server._access.POLICY: add one")
+    hosts = AllowedHosts((*options.allowed_hosts, urllib.parse.urlsplit(options.runtime_url).netloc))
+    app = Starlette(
         routes=routes,
-        middleware=[Middleware(SameOriginMiddleware)],
+        middleware=[
+            Middleware(HostAllowListMiddleware, hosts=hosts),
+            Middleware(SameOriginMiddleware),
+            Middleware(AuthMiddleware, routes=routes, require_tokens=options.require_tokens),
+        ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    app.state.require_tokens = options.require_tokens
+    return app

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+RUN_LABELS = ("tenant", "deployment_id", "deployment_label", "status")
 
 
 class _Live(Collector):
@@ -33,8 +34,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.runs = Gauge(
             "tether_runs",
-            "Runs by deployment and status.",
-            ["deployment_id", "deployment_label", "status"],
+            "Runs by tenant, deployment and status.",
+            RUN_LABELS,
             registry=self.registry,
         )
         self.attempts = Counter("tether_attempts", "Attempts ended, by outcome.", ["outcome"], registry=self.registry)
@@ -67,9 +68,18 @@ class Metrics:
         """Also expose what ``read`` returns (workers, cold_starts, attempts, timers)."""
         self.registry.register(_Live(read))
 
-    def render(self, runs: dict[tuple[str, str, str], int]) -> bytes:
-        """The text exposition, with run counts (by deployment id, label and status) as of now."""
+    def render(self, runs: dict[tuple[str, str, str, str], int]) -> bytes:
+        """The text exposition, with run counts (by tenant, deployment id, label and status) as of now."""
         self.runs.clear()
-        for (deployment_id, label, status), count in runs.items():
-            self.runs.labels(deployment_id=deployment_id, deployment_label=label, status=status).set(count)
+        for labels, count in runs.items():
+            self.runs.labels(*labels).set(count)
         return generate_latest(self.registry)
+
+    @staticmethod
+    def render_tenant(runs: dict[tuple[str, str, str, str], int]) -> bytes:
+        """Only run counts (one tenant's): what a tenant's token sees, nothing server-wide."""
+        registry = CollectorRegistry()
+        gauge = Gauge("tether_runs", "Runs by tenant, deployment and status.", RUN_LABELS, registry=registry)
+        for labels, count in runs.items():
+            gauge.labels(*labels).set(count)
+        return generate_latest(registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tether.store.base import Backend, Deployment, Environment, Run, Store
+from tether.store.base import Backend, Deployment, Environment, IssuedToken, Run, Scope, Store, Token
 
 
 def open_store(url_or_dir: str | Path, *, synchronous: str = "FULL") -> Store:
@@ -23,4 +23,4 @@ def open_store(url_or_dir: str | Path, *, synchronous: str = "FULL") -> Store:
     return Store(SqliteBackend(Path(text) / "tether.db", synchronous=synchronous))
 
 
-__all__ = ["Backend", "Deployment", "Environment", "Run", "Store", "open_store"]
+__all__ = ["Backend", "Deployment", "Environment", "IssuedToken", "Run", "Scope", "Store", "Token", "open_store"]

@@ -206,16 +206,16 @@ class RunOps(Ops):
 
         return await self.backend.read(op)
 
-    async def counts(self) -> dict[tuple[str, str, str], int]:
-        """Runs per (deployment id, deployment label, status), across tenants (for metrics)."""
+    async def counts(self) -> dict[tuple[str, str, str, str], int]:
+        """Runs per (tenant, deployment id, deployment label, status), across tenants (for metrics)."""
         rows = await self.backend.read(
             lambda tx: tx.all(
-                "SELECT r.deployment_id, d.label, r.status, COUNT(*) AS n FROM runs r "
+                "SELECT r.tenant_id, r.deployment_id, d.label, r.status, COUNT(*) AS n FROM runs r "
                 "JOIN deployments d ON d.tenant_id = r.tenant_id AND d.id = r.deployment_id "
-                "GROUP BY r.deployment_id, d.label, r.status"
+                "GROUP BY r.tenant_id, r.deployment_id, d.label, r.status"
             )
         )
-        return {(r["deployment_id"], r["label"], r["status"]): r["n"] for r in rows}
+        return {(r["tenant_id"], r["deployment_id"], r["label"], r["status"]): r["n"] for r in rows}
 
     async def signal(
         self,

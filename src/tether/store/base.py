@@ -18,6 +18,7 @@ from tether.store._attempts import AttemptOps
 from tether.store._deployments import DeploymentOps
 from tether.store._ops import MAX_INDEX, REPLAY_COLUMNS_SQL
 from tether.store._runs import RunOps
+from tether.store._tenants import IssuedToken, Scope, TenantOps, Token
 from tether.store.backend import Backend, Tx
 from tether.store.records import (
     AppendResult,
@@ -39,16 +40,19 @@ __all__ = [
     "Backend",
     "Deployment",
     "Environment",
+    "IssuedToken",
     "Row",
     "Run",
+    "Scope",
     "Store",
+    "Token",
     "Tx",
     "entry_from_row",
     "new_run_id",
 ]
 
 
-class Store(DeploymentOps, RunOps, AttemptOps):
+class Store(DeploymentOps, RunOps, AttemptOps, TenantOps):
     """Every durable operation of the runtime; see the module docstring."""
 
     def __init__(self, backend: Backend) -> None:

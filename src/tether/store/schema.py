@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from importlib import resources
 
-LATEST = 6
+LATEST = 7
 
 
 def migrations() -> list[tuple[int, str]]:

@@ -9,12 +9,13 @@ from starlette.responses import Response
 
 from tether import _json
 from tether.errors import BadRequestError, PayloadTooLargeError
+from tether.server._access import Principal
+from tether.server._auth import PRINCIPAL
 from tether.server.runtime import Runtime
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 255
 """Longest ``Idempotency-Key`` header accepted, in characters."""
-DEFAULT_TENANT = "default"
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -28,14 +29,23 @@ def runtime(request: Request) -> Runtime:
     return found
 
 
+def principal(request: Request) -> Principal:
+    """Who the request acts as (set by ``tether.server._auth`` on every guarded route)."""
+    found = request.scope.get(PRINCIPAL)
+    # A public route never reaches here: acting in some tenant by default would be a hole.
+    assert isinstance(found, Principal), f"{request.url.path} is a public route: it has no tenant"
+    return found
+
+
 def tenant(request: Request) -> str:
-    """The request's tenant (``default`` until API tokens carry one)."""
-    return DEFAULT_TENANT
+    """The request's tenant: its token's (``default`` while no token exists)."""
+    return principal(request).tenant_id
 
 
 def actor(request: Request) -> str:
-    """Who acts, for the audit log (``X-Tether-Actor``, else ``anonymous``)."""
-    return request.headers.get("x-tether-actor", "anonymous")[:200]
+    """Who acts, for the audit log: ``token:<name>@<tenant>``; while no token exists, the
+    ``X-Tether-Actor`` header, else ``anonymous``."""
+    return principal(request).actor
 
 
 async def read_body(request: Request, limit: int) -> bytes:
