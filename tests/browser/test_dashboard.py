@@ -36,16 +36,20 @@ def test_deployments_page_counts_runs_in_flight_live(
     expect(row.locator(".in-flight")).to_have_text("2")
 
 
-def test_stuck_run_shows_its_diff_first(server: DashboardServer, hello: dict[str, Any], page: Page) -> None:
+def test_stuck_run_shows_its_diff_first(
+    server: DashboardServer, hello: dict[str, Any], page: Page, tmp_path: Path
+) -> None:
     run_id = start_onboard(server, "ada")
-    server.kill9()
-    extracted = server.data_dir / "bundles" / hello["bundle_digest"] / "hello.py"
-    source = extracted.read_text()
+    # Code under a pinned run cannot change; an operator's forced move is how it meets other code.
+    changed = tmp_path / "hello-changed"
+    shutil.copytree(HELLO, changed)
+    source = (changed / "hello.py").read_text()
     assert "text = await ctx.step(greeting, name)" in source
-    extracted.write_text(
+    (changed / "hello.py").write_text(
         source.replace("text = await ctx.step(greeting, name)", 'text = await ctx.step(greeting, "x")')
     )
-    server.start()
+    server.call(lambda c: c.deploy(changed))
+    server.call(lambda c: c.move(run_id, "v2", force=True, reason="testing the stuck view"))
     server.call(lambda c: c.signal(run_id, "approval", {"ok": True}))
     assert server.wait_for(run_id, {"stuck", "completed", "failed"})["status"] == "stuck"
     newer = server.call(lambda c: c.start_run("greet", {"name": "bob"}, env="prod"))

@@ -149,3 +149,70 @@ def test_a_body_swapped_behind_the_url_is_refused_like_a_manifest_swap(
     assert (new["label"], new["created"]) == ("v2", True)
     server.call(lambda c: c.move(run["id"], "v2"))
     assert server.call(lambda c: c.result(run["id"], wait=30))["output"] == 10
+
+
+COUNTING = '''
+import tether
+
+app = tether.App("counting")
+
+@app.function
+async def mark(path: str) -> int:
+    """Counts one execution in a file."""
+    with open(path, "a") as f:
+        f.write("x")
+    return 1
+
+@app.workflow
+async def job(ctx: tether.Context, path: str) -> int:
+    return await ctx.step(mark, path)
+'''
+
+
+def test_a_replayed_or_stale_signed_request_is_refused_and_runs_nothing(
+    server: ServerProcess, make_app: Callable[..., Path], tmp_path: Path
+) -> None:
+    import json
+    import time as clock
+
+    from tether.protocol import INVOKE_PATH, MANIFEST_PATH, signed_headers
+
+    hosted = Endpoint(make_app("counting", COUNTING), tmp_path / "counting.log")
+    hosted.start()
+    try:
+        manifest = httpx.get(hosted.url + MANIFEST_PATH).json()
+        assert manifest["error"]["code"] == "unauthenticated"
+        headers = signed_headers(SECRET, MANIFEST_PATH.encode(), now=clock.time())
+        ok = httpx.get(hosted.url + MANIFEST_PATH, headers=headers)
+        assert ok.status_code == 200
+        served = ok.json()
+        effects = tmp_path / "effects.txt"
+        body = json.dumps(
+            {
+                "run_id": "run_captured",
+                "attempt": 1,
+                "token": "not-a-token",
+                "deployment_id": "dep_x",
+                "deployment_label": "v1",
+                "manifest_digest": served["digest"],
+                "component": "job",
+                "input": {"path": str(effects)},
+                "journal": [],
+                "runtime_url": server.url,
+            }
+        ).encode()
+        captured = {"content-type": "application/json", **signed_headers(SECRET, body, now=clock.time())}
+        first = httpx.post(hosted.url + INVOKE_PATH, content=body, headers=captured, timeout=30)
+        assert first.status_code == 200 and first.json()["outcome"] == "fenced", first.text  # no such attempt
+        assert effects.read_text() == "x"
+        # The very same bytes again: refused before anything runs.
+        again = httpx.post(hosted.url + INVOKE_PATH, content=body, headers=captured, timeout=30)
+        assert again.status_code == 401 and "replayed" in again.json()["error"]["message"]
+        stale = {"content-type": "application/json", **signed_headers(SECRET, body, now=clock.time() - 3600)}
+        late = httpx.post(hosted.url + INVOKE_PATH, content=body, headers=stale, timeout=30)
+        assert late.status_code == 401 and "ago" in late.json()["error"]["message"]
+        assert effects.read_text() == "x"
+        # A replayed manifest read is refused too.
+        assert httpx.get(hosted.url + MANIFEST_PATH, headers=headers).status_code == 401
+    finally:
+        hosted.stop()

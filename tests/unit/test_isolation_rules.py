@@ -68,12 +68,13 @@ def test_every_directory_made_on_the_way_to_a_bind_is_walkable(tmp_path: Path) -
 
 def test_an_attempt_token_is_bound_to_run_attempt_and_deployment() -> None:
     secret = b"s" * 32
-    token = attempt_token(secret, "dep_a", "run_1", 2)
-    assert check_token(secret, "dep_a", "run_1", 2, token)
-    assert not check_token(secret, "dep_b", "run_1", 2, token)
-    assert not check_token(secret, "dep_a", "run_2", 2, token)
-    assert not check_token(secret, "dep_a", "run_1", 3, token)
-    assert not check_token(b"t" * 32, "dep_a", "run_1", 2, token)
+    token = attempt_token(secret, "default/dep_a", "run_1", 2)
+    assert check_token(secret, "default/dep_a", "run_1", 2, token)
+    assert not check_token(secret, "default/dep_b", "run_1", 2, token)
+    assert not check_token(secret, "team-b/dep_a", "run_1", 2, token)  # the same content in another tenant
+    assert not check_token(secret, "default/dep_a", "run_2", 2, token)
+    assert not check_token(secret, "default/dep_a", "run_1", 3, token)
+    assert not check_token(b"t" * 32, "default/dep_a", "run_1", 2, token)
 
 
 def test_a_signed_request_is_accepted_once_and_never_replayed() -> None:

@@ -91,7 +91,7 @@ def create_app(options: ServerOptions) -> Starlette:
         secret = await store.secret()
 
         async def on_append(items: list[dict[str, Any]], owner: str) -> list[dict[str, Any]]:
-            return await dispatcher.append_batch(items, deployment_id=owner)
+            return await dispatcher.append_batch(items, owner=owner)
 
         meter = Metrics()
         pool = WorkerPool(options.data_dir, on_append=on_append, idle_timeout=options.worker_idle_timeout)

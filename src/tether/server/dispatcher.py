@@ -27,7 +27,7 @@ from tether.protocol import INVOKE_PATH, InvokeRequest, signed_headers
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
 from tether.server.tracing import ABANDONED, Tracing
-from tether.server.workers import WorkerPool, worker_spec
+from tether.server.workers import WorkerPool, worker_key, worker_spec
 from tether.store.base import AttemptStart, Deployment, Run, Store
 
 log = logging.getLogger("tether.dispatcher")
@@ -35,21 +35,22 @@ MAX_IDLE_SLEEP = 1.0
 RETRY_CAP = 60.0
 
 
-def deployment_key(secret: bytes, deployment_id: str) -> bytes:
+def deployment_key(secret: bytes, owner: str) -> bytes:
     """The key a deployment's attempt tokens are signed with, derived from the server's secret
-    (which no sandboxed worker can read) and the deployment's id."""
-    return hmac.new(secret, f"deployment:{deployment_id}".encode(), hashlib.sha256).digest()
+    (which no sandboxed worker can read) and ``owner``, the deployment's :func:`worker_key`."""
+    return hmac.new(secret, f"deployment:{owner}".encode(), hashlib.sha256).digest()
 
 
-def attempt_token(secret: bytes, deployment_id: str, run_id: str, attempt: int) -> str:
-    """The HMAC that authorises one attempt of one run, on one deployment, to append to its journal."""
-    key = deployment_key(secret, deployment_id)
+def attempt_token(secret: bytes, owner: str, run_id: str, attempt: int) -> str:
+    """The HMAC that authorises one attempt of one run, on one deployment of one tenant
+    (``owner``, a :func:`worker_key`), to append to its journal."""
+    key = deployment_key(secret, owner)
     return hmac.new(key, f"{run_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:40]
 
 
-def check_token(secret: bytes, deployment_id: str, run_id: str, attempt: int, token: str) -> bool:
-    """Whether ``token`` is the one issued for this run and attempt on this deployment."""
-    return hmac.compare_digest(attempt_token(secret, deployment_id, run_id, attempt), token)
+def check_token(secret: bytes, owner: str, run_id: str, attempt: int, token: str) -> bool:
+    """Whether ``token`` is the one issued for this run and attempt on the deployment ``owner``."""
+    return hmac.compare_digest(attempt_token(secret, owner, run_id, attempt), token)
 
 
 def served_elsewhere(pinned: Deployment, served: dict[str, Any], where: str) -> SnapshotError:
@@ -248,14 +249,12 @@ class Dispatcher:
             if self._on_change is not None:
                 self._on_change(run.id, after)
 
-    async def append_batch(
-        self, items: list[dict[str, Any]], *, deployment_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def append_batch(self, items: list[dict[str, Any]], *, owner: str | None = None) -> list[dict[str, Any]]:
         """Commit appends of many attempts at once (from a link or the HTTP endpoint).
 
         Each item is ``{run_id, attempt, token, entries}``; each answer is
         ``{"completions": [...]}`` or ``{"error": {"code", "message"}}``. Tokens are checked
-        against ``deployment_id``'s key — the deployment whose worker link the batch came over,
+        against ``owner``'s key — the deployment (:func:`worker_key`) whose worker link the batch came over,
         so a worker can append only to its own deployment's runs, whatever tokens it holds —
         or, for a registered endpoint's HTTP append, against the key of the deployment each
         run is pinned to now.
@@ -265,15 +264,12 @@ class Dispatcher:
         results: list[dict[str, Any] | None] = [None] * len(items)
         accepted: list[tuple[str, int, list[Any]]] = []
         where: list[int] = []
-        pinned = (
-            {}
-            if deployment_id is not None
-            else await self._store.pinned_deployments([item["run_id"] for item in items])
-        )
+        pinned = {} if owner is not None else await self._store.pinned_deployments([i["run_id"] for i in items])
         for position, item in enumerate(items):
             run_id, attempt = item["run_id"], item["attempt"]
-            owner = deployment_id if deployment_id is not None else pinned.get(run_id, "")
-            if not check_token(self._secret, owner, run_id, attempt, item["token"]):
+            found = pinned.get(run_id)
+            signer = owner if owner is not None else worker_key(*found) if found else ""
+            if not check_token(self._secret, signer, run_id, attempt, item["token"]):
                 results[position] = {
                     "error": {"code": "fenced", "message": f"the token is not valid for attempt {attempt} of {run_id}"}
                 }
@@ -309,7 +305,8 @@ class Dispatcher:
         self._metrics.append_entries.observe(count)
 
     async def _invoke(self, start: AttemptStart) -> dict[str, Any]:
-        token = attempt_token(self._secret, start.deployment.id, start.run.id, start.run.attempt)
+        owner = worker_key(start.run.tenant_id, start.deployment.id)
+        token = attempt_token(self._secret, owner, start.run.id, start.run.attempt)
         return await self.send(start, token=token)
 
     async def dry_run(self, start: AttemptStart) -> dict[str, Any]:

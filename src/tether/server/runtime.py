@@ -26,7 +26,7 @@ from tether.protocol import MANIFEST_PATH, signed_headers
 from tether.server import _sandbox
 from tether.server._envs import BuildLog, Progress, lock_source
 from tether.server.dispatcher import Dispatcher
-from tether.server.workers import WorkerPool, WorkerSpec
+from tether.server.workers import WorkerPool, WorkerSpec, worker_key
 from tether.store.base import Deployment, Environment, Run, Store
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -298,7 +298,7 @@ class Runtime:
             if built is not None and not await self.store.venv_in_use(built):
                 self.pool.envs.remove(built)
             raise
-        await self.pool.adopt(worker, deployment.id)
+        await self.pool.adopt(worker, worker_key(tenant_id, deployment.id))
         return deployment, created
 
     async def register(
@@ -354,13 +354,13 @@ class Runtime:
         """Every deployment with its lifecycle status, live workers and cold starts."""
         items = await self.store.list_deployments(tenant_id)
         for item in items:
-            item.update(self.pool.stats(str(item["id"])))
+            item.update(self.pool.stats(worker_key(tenant_id, str(item["id"]))))
         return items
 
     async def deployment(self, tenant_id: str, ref: str) -> dict[str, Any]:
         """One deployment, with its manifest, live workers and cold starts."""
         item = await self.store.describe_deployment(tenant_id, ref)
-        item.update(self.pool.stats(str(item["id"])))
+        item.update(self.pool.stats(worker_key(tenant_id, str(item["id"]))))
         return item
 
     async def diff(self, tenant_id: str, a: str, b: str) -> dict[str, Any]:
@@ -390,7 +390,7 @@ class Runtime:
         removed = await self.store.remove_deployment(tenant_id, ref, actor)
         digest = removed.bundle_digest
         gone = digest is not None and await self.store.get_artifact(digest) is None
-        await self.pool.retire(removed.id, digest if gone else None)
+        await self.pool.retire(worker_key(tenant_id, removed.id), digest if gone else None)
         lock = (removed.environment or {}).get("lock")
         if lock and not await self.store.venv_in_use(lock["digest"]):
             self.pool.envs.remove(lock["digest"])

@@ -45,7 +45,7 @@ class WorkerSpec:
     """What a worker must run, and the snapshot it must prove before it does."""
 
     key: str
-    """The pool key: the deployment id (one worker per deployment)."""
+    """The pool key (:func:`worker_key`): the tenant and the deployment id."""
     label: str
     """The deployment's label, for messages."""
     bundle_digest: str
@@ -63,13 +63,19 @@ class WorkerSpec:
 ArtifactLoader = Callable[[], Awaitable[bytes | None]]
 
 
+def worker_key(tenant_id: str, deployment_id: str) -> str:
+    """A worker's pool key: one worker per deployment *of a tenant* (two tenants that deploy
+    identical content get the same deployment id, never the same process)."""
+    return f"{tenant_id}/{deployment_id}"
+
+
 def worker_spec(deployment: Deployment) -> WorkerSpec:
     """The :class:`WorkerSpec` of a bundle deployment, from its stored record."""
     assert deployment.bundle_digest is not None and deployment.app_ref is not None
     environment = deployment.environment or {}
     lock = environment.get("lock")
     return WorkerSpec(
-        key=deployment.id,
+        key=worker_key(deployment.tenant_id, deployment.id),
         label=deployment.label,
         bundle_digest=deployment.bundle_digest,
         app_ref=deployment.app_ref,
@@ -383,7 +389,7 @@ class WorkerPool:
 
     async def _start(self, spec: WorkerSpec, folder: Path, python: str) -> Worker:
         key, app_ref = spec.key, spec.app_ref
-        log_path = self._logs / f"worker-{key.removeprefix('dep_')[:12]}.log"
+        log_path = self._logs / f"worker-{key.rsplit('/', 1)[-1].removeprefix('dep_')[:12]}.log"
         env = worker_env(folder, sandboxed=spec.isolation == "sandbox")
         link_secret = secrets.token_hex(32)
         expected = _json_bytes({"files": spec.files, "environment": spec.environment, "link_secret": link_secret})

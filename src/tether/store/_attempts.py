@@ -99,13 +99,13 @@ class AttemptOps(Ops):
 
         return await self.backend.write(op)
 
-    async def pinned_deployments(self, run_ids: list[str]) -> dict[str, str]:
-        """``{run_id: deployment_id}`` of the runs that exist, as they are pinned now."""
+    async def pinned_deployments(self, run_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """``{run_id: (tenant_id, deployment_id)}`` of the runs that exist, as they are pinned now."""
         marks = ", ".join("?" for _ in run_ids) or "NULL"
         rows = await self.backend.read(
-            lambda tx: tx.all(f"SELECT id, deployment_id FROM runs WHERE id IN ({marks})", tuple(run_ids))
+            lambda tx: tx.all(f"SELECT id, tenant_id, deployment_id FROM runs WHERE id IN ({marks})", tuple(run_ids))
         )
-        return {row["id"]: row["deployment_id"] for row in rows}
+        return {row["id"]: (row["tenant_id"], row["deployment_id"]) for row in rows}
 
     async def replay_start(self, run: Run, deployment: Deployment) -> AttemptStart:
         """What a dry run of ``run`` on ``deployment`` replays: the run's journal as it is now."""
