@@ -76,6 +76,22 @@ def children(parent: int, contains: str | None = None) -> list[int]:
     return sorted(found)
 
 
+def descendants(roots: list[int]) -> list[int]:
+    """Every live process below ``roots`` (a sandboxed worker runs under bwrap, a level down)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = [], set(roots)
+    while frontier:
+        below = {pid for pid, parent in parents.items() if parent in frontier}
+        found += sorted(below)
+        frontier = below
+    return found
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all CPUs spent busy since boot (``/proc/stat``: all but idle and iowait)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]

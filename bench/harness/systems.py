@@ -113,6 +113,8 @@ class TetherSystem:
     def workers(self) -> list[int]:
         assert self.server is not None
         pids = procs.children(self.server.pid, "tether._worker")
+        # A sandboxed worker is bwrap's child (and its init's): count the whole tree.
+        pids = sorted(set(pids) | set(procs.descendants(pids)))
         self.server.adopt(pids)
         return pids
 

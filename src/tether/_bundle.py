@@ -14,13 +14,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import tarfile
 import tomllib
 from pathlib import Path, PurePosixPath
 
+from tether.core.journal import canonical_json
 from tether.errors import BundleError
 
 IGNORED_DIRS = frozenset(
@@ -130,7 +130,7 @@ def tree_digests(root: Path) -> dict[str, str]:
 
 def code_digest(files: dict[str, str]) -> str:
     """One digest for a ``{path: sha256}`` list (order-independent)."""
-    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(files)).hexdigest()
 
 
 def verify_tree(root: Path, expected: dict[str, str]) -> list[str]:

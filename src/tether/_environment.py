@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import platform
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import tether
+from tether.core.journal import canonical_json
 
 SOURCE_SUFFIXES = (".py", ".pyi", ".sql", ".html", ".css", ".js", ".typed")
 """The files of tether's own package that make up its build (what a worker imports or serves)."""
@@ -75,6 +75,15 @@ def tether_build() -> str:
     return f"{version}+{digest.hexdigest()[:12]}"
 
 
+def _listings(paths: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
+    """Each readable directory of ``paths`` with its sorted entries, in path order."""
+    for entry in paths:
+        try:
+            yield entry or ".", sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+
+
 def distributions(paths: Iterable[str]) -> dict[str, str]:
     """``{normalized name: version}`` of every distribution installed on ``paths``.
 
@@ -82,17 +91,10 @@ def distributions(paths: Iterable[str]) -> dict[str, str]:
     fingerprint names its build separately.
     """
     found: dict[str, str] = {}
-    for entry in paths:
-        try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in sorted(names):
+    for _, names in _listings(paths):
+        for name in names:
             match = _DIST_INFO.match(name)
-            if match is None:
-                continue
-            key = normalize(match["name"])
-            if key != "tether" and key not in found:
+            if match is not None and (key := normalize(match["name"])) != "tether" and key not in found:
                 found[key] = match["version"]
     return dict(sorted(found.items()))
 
@@ -108,18 +110,13 @@ def startup_files(paths: Iterable[str]) -> dict[str, str]:
     unannounced under every deployment.
     """
     found: dict[str, str] = {}
-    for entry in paths:
-        try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in sorted(names):
+    for entry, names in _listings(paths):
+        for name in names:
             if (name.endswith(".pth") or name in STARTUP_FILES) and name not in found:
                 try:
-                    data = Path(entry or ".", name).read_bytes()
+                    found[name] = hashlib.sha256(Path(entry, name).read_bytes()).hexdigest()[:16]
                 except OSError:
                     continue
-                found[name] = hashlib.sha256(data).hexdigest()[:16]
     return dict(sorted(found.items()))
 
 
@@ -141,8 +138,8 @@ def fingerprint(*, exclude: Iterable[str] = ()) -> dict[str, Any]:
 
 
 def digest(environment: Mapping[str, Any]) -> str:
-    """``sha256`` of the canonical JSON of a fingerprint (or a lock record)."""
-    return hashlib.sha256(json.dumps(environment, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """``sha256`` of the canonical JSON of a fingerprint."""
+    return hashlib.sha256(canonical_json(dict(environment))).hexdigest()
 
 
 def changes(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
