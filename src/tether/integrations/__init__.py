@@ -36,7 +36,24 @@ T = TypeVar("T")
 WORKFLOW_TOOL_ATTR = "__tether_workflow_tool__"
 
 _context: ContextVar[Context | None] = ContextVar("tether_agent_context", default=None)
-_in_step: ContextVar[str | None] = ContextVar("tether_agent_step", default=None)
+_in_step: ContextVar[StepScope | None] = ContextVar("tether_agent_step", default=None)
+
+
+class StepScope:
+    """Marks code running inside a tool step; remembers a misuse of the context there."""
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.misuse: IntegrationError | None = None
+
+    def check(self) -> None:
+        """Raise the misuse, even if the framework turned the tool's error into a message.
+
+        Raises:
+            IntegrationError: the tool asked for the run's context.
+        """
+        if self.misuse is not None:
+            raise self.misuse
 
 
 class Approval(BaseModel):
@@ -89,10 +106,11 @@ def current_context() -> Context:
     """
     step = _in_step.get()
     if step is not None:
-        raise IntegrationError(
-            f"tool {step} runs as a step (at-least-once, its result journaled) and cannot use the run's "
+        step.misuse = IntegrationError(
+            f"tool {step.tool} runs as a step (at-least-once, its result journaled) and cannot use the run's "
             "context: mark it with @tether.integrations.workflow_tool to run it as workflow code"
         )
+        raise step.misuse
     ctx = _context.get()
     if ctx is None:
         raise IntegrationError(

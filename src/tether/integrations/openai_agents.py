@@ -50,6 +50,7 @@ from tether.core.manual import field_digests
 from tether.errors import IntegrationError, TerminalError
 from tether.integrations import (
     Approval,
+    StepScope,
     _context,
     _in_step,
     attempt_of,
@@ -212,12 +213,13 @@ def _base_url() -> str:
     return next((os.environ[v] for v in BASE_URL_ENV if os.environ.get(v)), DEFAULT_BASE_URL)
 
 
-def _inner_model(agent: Any) -> Model:
-    """The SDK model that really answers ``agent``'s calls."""
+def _inner_model(agent: Any, clients: list[openai.AsyncOpenAI]) -> Model:
+    """The SDK model that really answers ``agent``'s calls (a client it opens joins ``clients``)."""
     if isinstance(agent.model, Model):
         return agent.model
     name = agent.model if isinstance(agent.model, str) and agent.model else get_default_model()
     client = openai.AsyncOpenAI(base_url=_base_url(), api_key=os.environ.get("OPENAI_API_KEY") or "not-set")
+    clients.append(client)
     return OpenAIChatCompletionsModel(model=name, openai_client=client)
 
 
@@ -296,6 +298,8 @@ class _Durable:
         self._retry = retry
         self._tool_retry = tool_retry
         self._copies: dict[int, Any] = {}
+        self.clients: list[openai.AsyncOpenAI] = []
+        """The model clients opened for this run (closed when it ends)."""
 
     def agent(self, agent: Any) -> Any:
         found = self._copies.get(id(agent))
@@ -306,7 +310,7 @@ class _Durable:
                 f"agent {agent.name} uses MCP servers, whose tools tether cannot pin in the manifest: "
                 "wrap what they do in function tools"
             )
-        copy = agent.clone(model=_JournaledModel(self._attempt, agent, _inner_model(agent), self._retry))
+        copy = agent.clone(model=_JournaledModel(self._attempt, agent, _inner_model(agent, self.clients), self._retry))
         self._copies[id(agent)] = copy
         copy.tools = [self._tool(agent, t) for t in agent.tools]
         copy.handoffs = [self._handoff(h) for h in agent.handoffs]
@@ -340,11 +344,14 @@ class _Durable:
                 parsed = arguments
 
             async def call() -> Any:
-                token = _in_step.set(name)
+                scope = StepScope(name)
+                token = _in_step.set(scope)
                 try:
-                    return await original(tool_context, arguments)
+                    value = await original(tool_context, arguments)
                 finally:
                     _in_step.reset(token)
+                scope.check()
+                return value
 
             return await attempt.tool_step(name, {"arguments": parsed}, call, retry=retry)
 
@@ -424,3 +431,5 @@ async def run(
         return result
     finally:
         _context.reset(token)
+        for client in durable.clients:
+            await client.close()

@@ -49,7 +49,7 @@ from pydantic_core import to_jsonable_python
 from tether.core.manifest import manifest_digest
 from tether.core.manual import field_digests
 from tether.errors import IntegrationError, TerminalError
-from tether.integrations import Approval, _context, _in_step, attempt_of, is_workflow_tool, missing_extra
+from tether.integrations import Approval, StepScope, _context, _in_step, attempt_of, is_workflow_tool, missing_extra
 from tether.sdk._attempt import Attempt
 from tether.sdk.agents import BASE_URL_ENV, DEFAULT_BASE_URL, MODEL_RETRY
 from tether.sdk.app import RetryPolicy
@@ -166,7 +166,7 @@ def _strip(value: Any) -> Any:
     return value
 
 
-def _inner_model(agent: Any) -> Model:
+def _inner_model(agent: Any, clients: list[openai.AsyncOpenAI]) -> Model:
     model = agent.model
     if isinstance(model, Model):
         return model
@@ -181,8 +181,9 @@ def _inner_model(agent: Any) -> Model:
             "base URL; for another provider pass a pydantic_ai Model instance as the agent's model"
         )
     base_url = next((os.environ[v] for v in BASE_URL_ENV if os.environ.get(v)), DEFAULT_BASE_URL)
-    key = os.environ.get("OPENAI_API_KEY") or "not-set"
-    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=base_url, api_key=key))
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY") or "not-set")
+    clients.append(client)
+    return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
 
 
 class _JournaledModel(WrapperModel):
@@ -246,7 +247,8 @@ def _step_tool(attempt: Attempt, tool: Any, retry: RetryPolicy) -> Any:
         shown = args[1:] if schema.takes_ctx else args
 
         async def call() -> Any:
-            token = _in_step.set(name)
+            scope = StepScope(name)
+            token = _in_step.set(scope)
             try:
                 if inspect.iscoroutinefunction(original):
                     return await original(*args, **kwargs)
@@ -316,7 +318,8 @@ async def run(
         )
     step_retry = tool_retry or RetryPolicy()
     tools = [_step_tool(attempt, t, step_retry) for t in agent._function_toolset.tools.values()]
-    model = _JournaledModel(attempt, agent, _inner_model(agent), retry)
+    clients: list[openai.AsyncOpenAI] = []
+    model = _JournaledModel(attempt, agent, _inner_model(agent, clients), retry)
     output_type = [agent.output_type, DeferredToolRequests]
     token = _context.set(ctx)
     try:
@@ -351,3 +354,5 @@ async def run(
         return result
     finally:
         _context.reset(token)
+        for client in clients:
+            await client.close()

@@ -75,7 +75,12 @@ def fraud_judge(request: dict[str, Any]) -> dict[str, Any]:
         description = next((t["function"]["description"] for t in tools if t["function"]["name"] == called), "")
         match = _SCALE.search(description)
         scale = int(match.group(1)) if match else 10
-        score = float(json.loads(last["content"]))
+        try:
+            score = float(json.loads(last["content"]))
+        except (TypeError, ValueError):
+            # Not a score (a refused call, a tool's error): nothing to block on.
+            reason = f"no risk score: {last['content']}"
+            return {"role": "assistant", "content": json.dumps({"decision": "allow", "reason": reason})}
         decision = "block" if score > scale / 2 else "allow"
         reason = f"risk score {score:g} on a 0 to {scale} scale"
         return {"role": "assistant", "content": json.dumps({"decision": decision, "reason": reason})}
