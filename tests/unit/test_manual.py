@@ -84,7 +84,7 @@ def test_a_replay_through_another_manual_names_the_field() -> None:
         "fraud",
         "ab12ab12ab12ab12",
         manual_digest=manifest_digest(old),
-        args={"manual": field_digests(old)},
+        result={"choices": [], "_manual": field_digests(old)},
     )
     issued = Command(EntryKind.LLM, "fraud", "ab12ab12ab12ab12", manifest_digest(new), field_digests(new))
     mismatch = compare(entry, issued)

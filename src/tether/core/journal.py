@@ -51,6 +51,12 @@ def args_digest(args: Any) -> str:
     return hashlib.sha256(canonical_json(args)).hexdigest()[:16]
 
 
+MANUAL_KEY = "_manual"
+"""Key of an ``llm`` entry's result holding the manual's field digests
+(:func:`tether.core.manual.field_digests`); replay reads results, so a mismatch can name the
+field that changed."""
+
+
 @dataclass(slots=True)
 class Command:
     """What the code issues at one journal index: the identity replay compares.
@@ -245,7 +251,7 @@ def _manual_detail(entry: JournalEntry, command: Command) -> str | None:
     """Name the manual fields that differ, when both sides recorded them."""
     from tether.core.manual import changed_fields
 
-    recorded = entry.args.get("manual") if isinstance(entry.args, dict) else None
+    recorded = entry.result.get(MANUAL_KEY) if isinstance(entry.result, dict) else None
     if not isinstance(recorded, dict) or command.manual_fields is None:
         return None
     changes = [label for label, _ in changed_fields(recorded, command.manual_fields)]

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from tether import _json
-from tether.core.journal import Command, EntryKind, args_digest
+from tether.core.journal import MANUAL_KEY, Command, EntryKind, args_digest
 from tether.core.manual import field_digests
 from tether.core.replay import Action, Decision, Replayer
 from tether.errors import (
@@ -660,8 +660,8 @@ class Attempt(Context):
 
         The entry's identity is the agent's name, the digest of ``conversation`` (what the
         model is sent besides the manual) and ``manual_digest``; ``manual_fields``
-        (:func:`tether.core.manual.field_digests`) are recorded beside ``args`` so that a replay
-        through another manual names the fields that changed. ``call`` returns the response
+        (:func:`tether.core.manual.field_digests`) are recorded in the result under
+        ``_manual`` so that a replay through another manual names the fields that changed. ``call`` returns the response
         as JSON; on replay the journaled response is returned and nothing is called.
 
         Raises:
@@ -673,14 +673,21 @@ class Attempt(Context):
         def revive(result: Any, error: ErrorInfo | None) -> Any:
             if error is not None:
                 raise StepFailedError(f"model call of agent {agent}", error["type"], error["message"])
+            if isinstance(result, dict) and MANUAL_KEY in result:
+                result = {k: v for k, v in result.items() if k != MANUAL_KEY}
             return result
+
+        async def recorded() -> Any:
+            # The manual's field digests ride in the result: replay receives results (not
+            # arguments), and they let a mismatch name the field that changed.
+            response = to_jsonable_python(await call())
+            return {**response, MANUAL_KEY: manual_fields} if isinstance(response, dict) else response
 
         if decision.action is Action.REPLAY:
             return self._done(revive, decision)
         if decision.action is not Action.EXECUTE:
             return self._never()
-        payload = {**args, "manual": manual_fields}
-        return self._quiet(self._spawn(self._execute(index, command, payload, call, retry, revive)))
+        return self._quiet(self._spawn(self._execute(index, command, args, recorded, retry, revive)))
 
     def tool_step(
         self, name: str, arguments: Any, call: Callable[[], Awaitable[Any]], /, *, retry: RetryPolicy

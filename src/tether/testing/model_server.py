@@ -16,6 +16,7 @@ above the scale's midpoint. So what it decides depends on the manual it is shown
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
 import json
 import re
@@ -100,11 +101,12 @@ def _tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, 
 def researcher(request: dict[str, Any]) -> dict[str, Any]:
     """Call each offered tool once, in order, then report what they returned.
 
-    A tool's arguments come from the JSON object in the user's message (same keys), else the
-    text of the latest tool result. The answer has ``topic``, ``findings`` (the first tool's
-    result) and ``published`` (whether the last tool ran, rather than being refused); it is a
-    call of the ``final_result`` tool when one is offered (Pydantic AI's tool output), else the
-    message's content.
+        A tool's arguments come from the JSON object in the user's message (same keys), else the
+        text of the latest tool result. The answer has ``topic``, ``findings`` (the first tool's
+        result) and ``published`` (whether the last tool's result starts with "published", which a
+    refused call's message does not); it is a
+        call of the ``final_result`` tool when one is offered (Pydantic AI's tool output), else the
+        message's content.
     """
     messages: list[dict[str, Any]] = request["messages"]
     offered = [t["function"] for t in request.get("tools") or []]
@@ -122,12 +124,15 @@ def researcher(request: dict[str, Any]) -> dict[str, Any]:
     try:
         findings = json.loads(results[0]) if results else []
     except ValueError:
-        findings = [results[0]]
-    last = results[-1].lower() if results else ""
+        try:  # the OpenAI Agents SDK shows a tool's list result as its Python repr
+            findings = ast.literal_eval(results[0])
+        except (ValueError, SyntaxError):
+            findings = [results[0]]
+    last = results[-1].strip('"').lower() if results else ""
     answer = {
         "topic": facts.get("topic", ""),
         "findings": findings if isinstance(findings, list) else [findings],
-        "published": bool(results) and "refused" not in last and "denied" not in last,
+        "published": last.startswith("published"),
     }
     if any(f["name"] == "final_result" for f in offered):
         return _tool_call(f"call_{len(messages)}", "final_result", answer)
