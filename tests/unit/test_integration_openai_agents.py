@@ -287,3 +287,45 @@ def test_importing_tether_imports_no_framework_and_a_missing_extra_names_it() ->
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'tether[openai-agents]'" in out.stdout
+
+
+def test_an_agent_used_as_a_tool_runs_inside_one_step(model: ScriptedModel, always_replay: bool) -> None:
+    def script(request: dict[str, Any]) -> dict[str, Any]:
+        messages = request["messages"]
+        names = [t["function"]["name"] for t in request.get("tools") or []]
+        if messages[-1]["role"] == "tool":
+            return {"role": "assistant", "content": "top: " + messages[-1]["content"]}
+        if "ask_specialist" in names:
+            arguments = json.dumps({"input": "details?"})
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "ask_specialist", "arguments": arguments}}
+                ],
+            }
+        return {"role": "assistant", "content": "inner answer"}
+
+    model.script = script
+    specialist = Agent(name="specialist", instructions="Answer precisely.", model="m")
+    lead = Agent(
+        name="lead",
+        instructions="Ask the specialist.",
+        model="m",
+        tools=[specialist.as_tool(tool_name="ask_specialist", tool_description="Ask the specialist.")],
+    )
+    app = tether.App("support")
+    app.register(lead)
+
+    @app.workflow
+    async def ask(ctx: tether.Context, question: str) -> str:
+        result = await openai_agents.run(ctx, lead, question)
+        return str(result.final_output)
+
+    harness = WorkflowHarness(app, always_replay=always_replay)
+    result = asyncio.run(harness.run("ask", {"question": "why?"}))
+    assert (result.outcome, result.output) == ("completed", "top: inner answer")
+    assert [(e.kind, e.name) for e in harness.journal] == [("llm", "lead"), ("step", "ask_specialist"), ("llm", "lead")]
+    assert len(model.requests) == 3  # the specialist's call was made once, inside the step
+    components = app.manifest()["components"]
+    assert components["lead"]["manual"]["tools"][0]["agent"] == "specialist" and "specialist" in components

@@ -69,7 +69,7 @@ try:
     from agents.handoffs import handoff as make_handoff
     from agents.items import ModelResponse
     from agents.models.default_models import get_default_model
-    from agents.models.interface import Model, ModelTracing
+    from agents.models.interface import Model, ModelProvider, ModelTracing
     from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
     from agents.version import __version__ as FRAMEWORK_VERSION
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
@@ -221,6 +221,19 @@ def _inner_model(agent: Any, clients: list[openai.AsyncOpenAI]) -> Model:
     client = openai.AsyncOpenAI(base_url=_base_url(), api_key=os.environ.get("OPENAI_API_KEY") or "not-set")
     clients.append(client)
     return OpenAIChatCompletionsModel(model=name, openai_client=client)
+
+
+class _ChatProvider(ModelProvider):
+    """Serves model names at tether's base URL, for agents run inside a tool (``as_tool``):
+    their whole run is one step, so their calls are not journaled one by one."""
+
+    def __init__(self, clients: list[openai.AsyncOpenAI]) -> None:
+        self._clients = clients
+
+    def get_model(self, model_name: str | None) -> Model:
+        client = openai.AsyncOpenAI(base_url=_base_url(), api_key=os.environ.get("OPENAI_API_KEY") or "not-set")
+        self._clients.append(client)
+        return OpenAIChatCompletionsModel(model=model_name or get_default_model(), openai_client=client)
 
 
 class _JournaledModel(Model):
@@ -405,10 +418,10 @@ async def run(
             f"agent {getattr(agent, 'name', agent)!r} is not registered with app {attempt.app.name}: "
             "call app.register(agent) so that its manual is part of the deployment"
         )
-    config = run_config or RunConfig(tracing_disabled=True)
+    durable = _Durable(attempt, retry, tool_retry or RetryPolicy())
+    config = run_config or RunConfig(tracing_disabled=True, model_provider=_ChatProvider(durable.clients))
     if config.model is not None:
         raise IntegrationError("run_config.model overrides the agents' models: set the model on the agent instead")
-    durable = _Durable(attempt, retry, tool_retry or RetryPolicy())
     start = durable.agent(agent)
     token = _context.set(ctx)
     try:
