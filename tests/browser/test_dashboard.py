@@ -36,16 +36,21 @@ def test_deployments_page_counts_runs_in_flight_live(
     expect(row.locator(".in-flight")).to_have_text("2")
 
 
-def test_stuck_run_shows_its_diff_first(server: DashboardServer, hello: dict[str, Any], page: Page) -> None:
+def test_stuck_run_shows_its_diff_first(
+    server: DashboardServer, hello: dict[str, Any], page: Page, tmp_path: Path
+) -> None:
     run_id = start_onboard(server, "ada")
-    server.kill9()
-    extracted = server.data_dir / "bundles" / hello["bundle_digest"] / "hello.py"
-    source = extracted.read_text()
+    # Code that disagrees with the run's journal: a v2 the run is forced onto (a bundle edited
+    # in place would be refused before any replay, as a changed snapshot).
+    changed = tmp_path / "hello-v2"
+    shutil.copytree(HELLO, changed)
+    source = (changed / "hello.py").read_text()
     assert "text = await ctx.step(greeting, name)" in source
-    extracted.write_text(
+    (changed / "hello.py").write_text(
         source.replace("text = await ctx.step(greeting, name)", 'text = await ctx.step(greeting, "x")')
     )
-    server.start()
+    server.call(lambda c: c.deploy(changed, env=None))
+    server.call(lambda c: c.move(run_id, "v2", force=True, reason="show the diff"))
     server.call(lambda c: c.signal(run_id, "approval", {"ok": True}))
     assert server.wait_for(run_id, {"stuck", "completed", "failed"})["status"] == "stuck"
     newer = server.call(lambda c: c.start_run("greet", {"name": "bob"}, env="prod"))
