@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agents import Agent, function_tool
+from agents import Agent, function_tool, handoff
 from pydantic import BaseModel
 
 import tether
@@ -329,3 +329,33 @@ def test_an_agent_used_as_a_tool_runs_inside_one_step(model: ScriptedModel, alwa
     assert len(model.requests) == 3  # the specialist's call was made once, inside the step
     components = app.manifest()["components"]
     assert components["lead"]["manual"]["tools"][0]["agent"] == "specialist" and "specialist" in components
+
+
+def test_a_handoff_object_is_followed_into_the_manifest_and_the_journal(model: ScriptedModel) -> None:
+    def script(request: dict[str, Any]) -> dict[str, Any]:
+        if any(t["function"]["name"] == "to_expert" for t in request.get("tools") or []):
+            call = {"id": "h1", "type": "function", "function": {"name": "to_expert", "arguments": "{}"}}
+            return {"role": "assistant", "content": None, "tool_calls": [call]}
+        return {"role": "assistant", "content": "expert says hi"}
+
+    model.script = script
+    expert = Agent(name="expert", instructions="Be precise.", model="m")
+    triage = Agent(
+        name="triage", instructions="Route.", model="m", handoffs=[handoff(expert, tool_name_override="to_expert")]
+    )
+    app = tether.App("support")
+    app.register(triage)
+
+    @app.workflow
+    async def ask(ctx: tether.Context, question: str) -> str:
+        result = await openai_agents.run(ctx, triage, question)
+        return str(result.final_output)
+
+    harness = WorkflowHarness(app, always_replay=True)
+    assert asyncio.run(harness.run("ask", {"question": "x"})).output == "expert says hi"
+    components = app.manifest()["components"]
+    assert [(e.name, e.manual_digest) for e in harness.journal] == [
+        ("triage", components["triage"]["manual_digest"]),
+        ("expert", components["expert"]["manual_digest"]),
+    ]
+    assert components["triage"]["manual"]["handoffs"][0]["name"] == "to_expert"

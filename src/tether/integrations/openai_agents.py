@@ -175,6 +175,13 @@ def manual(agent: Any) -> dict[str, Any]:
     }
 
 
+def _handoff_target(item: Any) -> Any:
+    """The agent a ``handoff(...)`` object leads to, when the SDK keeps a reference to it."""
+    ref = getattr(item, "_agent_ref", None)
+    target = ref() if callable(ref) else None
+    return target if isinstance(target, Agent) else None
+
+
 def _reachable(agent: Any) -> list[Any]:
     """``agent`` and every agent it can hand off to or call as a tool, each once, by name."""
     seen: dict[str, Any] = {}
@@ -191,8 +198,9 @@ def _reachable(agent: Any) -> list[Any]:
             continue
         seen[current.name] = current
         for item in current.handoffs:
-            if isinstance(item, Agent):
-                todo.append(item)
+            target = item if isinstance(item, Agent) else _handoff_target(item)
+            if target is not None:
+                todo.append(target)
         for tool in current.tools:
             sub = getattr(tool, "_agent_instance", None)
             if getattr(tool, "_is_agent_tool", False) and isinstance(sub, Agent):
@@ -306,8 +314,9 @@ class _JournaledModel(Model):
 class _Durable:
     """Copies of the agents of one run whose model and tools go through the journal."""
 
-    def __init__(self, attempt: Attempt, retry: RetryPolicy, tool_retry: RetryPolicy) -> None:
+    def __init__(self, attempt: Attempt, retry: RetryPolicy, tool_retry: RetryPolicy, known: list[Any]) -> None:
         self._attempt = attempt
+        self._known = {id(a) for a in known}
         self._retry = retry
         self._tool_retry = tool_retry
         self._copies: dict[int, Any] = {}
@@ -318,6 +327,11 @@ class _Durable:
         found = self._copies.get(id(agent))
         if found is not None:
             return found
+        if id(agent) not in self._known:
+            raise IntegrationError(
+                f"agent {agent.name} was reached by a handoff but is not in the manifest: hand off to the Agent "
+                "itself or to handoff(agent), so that app.register records its manual"
+            )
         if agent.mcp_servers:
             raise IntegrationError(
                 f"agent {agent.name} uses MCP servers, whose tools tether cannot pin in the manifest: "
@@ -413,12 +427,13 @@ async def run(
     """
     attempt = attempt_of(ctx)
     registered = attempt.app.framework_agents.get(getattr(agent, "name", ""))
-    if registered is None or not any(a is agent for a in _reachable(registered)):
+    known = [] if registered is None else _reachable(registered)
+    if not any(a is agent for a in known):
         raise IntegrationError(
             f"agent {getattr(agent, 'name', agent)!r} is not registered with app {attempt.app.name}: "
             "call app.register(agent) so that its manual is part of the deployment"
         )
-    durable = _Durable(attempt, retry, tool_retry or RetryPolicy())
+    durable = _Durable(attempt, retry, tool_retry or RetryPolicy(), known)
     config = run_config or RunConfig(tracing_disabled=True, model_provider=_ChatProvider(durable.clients))
     if config.model is not None:
         raise IntegrationError("run_config.model overrides the agents' models: set the model on the agent instead")
