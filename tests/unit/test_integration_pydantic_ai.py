@@ -236,3 +236,21 @@ def test_a_missing_extra_names_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'tether[pydantic-ai]'" in out.stdout
+
+
+def test_an_approval_payload_without_approved_fails_saying_what_it_needs(model: ScriptedModel) -> None:
+    app, calls = research_app()
+    agent = app.framework_agents["research"]
+
+    @app.workflow(signals={"loose": dict})
+    async def loosely(ctx: tether.Context, topic: str) -> str:
+        prompt = "Research " + json.dumps({"topic": topic})
+        await pydantic_ai.run(ctx, agent, prompt, deps=Library("A", []), approval_signal="loose")
+        return "unreachable"
+
+    harness = WorkflowHarness(app)
+    assert asyncio.run(harness.run("loosely", TOPIC)).outcome == "suspended"
+    harness.signal("loose", {"ok": True})
+    failed = asyncio.run(harness.resume())
+    assert failed.outcome == "failed" and failed.error is not None
+    assert "needs a boolean 'approved'" in failed.error["message"] and calls == ["search"]

@@ -70,6 +70,24 @@ class Approval(BaseModel):
     """Why, shown to the model when the call is refused."""
 
 
+def approval_of(signal: str, payload: Any) -> Approval:
+    """Read an approval signal's payload.
+
+    Raises:
+        IntegrationError: the payload has no boolean ``approved``.
+    """
+    from pydantic import ValidationError
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return Approval.model_validate(to_jsonable_python(payload))
+    except ValidationError:
+        raise IntegrationError(
+            f"signal {signal} approves tool calls, so its payload needs a boolean 'approved' (and an optional "
+            f"'reason'), got {payload!r}: declare it as tether.integrations.Approval"
+        ) from None
+
+
 def missing_extra(extra: str, module: str, exc: ImportError) -> IntegrationError:
     """The error raised when a framework integration is imported without its extra."""
     return IntegrationError(

@@ -53,6 +53,7 @@ from tether.integrations import (
     StepScope,
     _context,
     _in_step,
+    approval_of,
     attempt_of,
     is_workflow_tool,
     missing_extra,
@@ -450,7 +451,7 @@ async def run(
                         f"agent {agent.name}: tool {tool} needs approval: pass approval_signal='NAME' "
                         "to openai_agents.run and declare the signal on the workflow"
                     )
-                decision = Approval.model_validate(to_jsonable_python(await ctx.signal(approval_signal)))
+                decision = approval_of(approval_signal, await ctx.signal(approval_signal))
                 if decision.approved:
                     state.approve(item)
                 else:

@@ -49,7 +49,16 @@ from pydantic_core import to_jsonable_python
 from tether.core.manifest import manifest_digest
 from tether.core.manual import field_digests
 from tether.errors import IntegrationError, TerminalError
-from tether.integrations import Approval, StepScope, _context, _in_step, attempt_of, is_workflow_tool, missing_extra
+from tether.integrations import (
+    Approval,
+    StepScope,
+    _context,
+    _in_step,
+    approval_of,
+    attempt_of,
+    is_workflow_tool,
+    missing_extra,
+)
 from tether.sdk._attempt import Attempt
 from tether.sdk.agents import BASE_URL_ENV, DEFAULT_BASE_URL, MODEL_RETRY
 from tether.sdk.app import RetryPolicy
@@ -337,7 +346,7 @@ async def run(
                     )
                 answers = DeferredToolResults()
                 for call in requests.approvals:
-                    decision = Approval.model_validate(to_jsonable_python(await ctx.signal(approval_signal)))
+                    decision = approval_of(approval_signal, await ctx.signal(approval_signal))
                     answers.approvals[call.tool_call_id] = (
                         True if decision.approved else ToolDenied(decision.reason or "The tool call was refused.")
                     )
