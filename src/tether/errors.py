@@ -7,6 +7,7 @@ The tree::
     │   ├── StepFailedError           step_failed          (a step failed for good)
     │   ├── ChildFailedError          child_failed         (a child run failed)
     │   ├── AgentError                agent_failed         (no valid final answer)
+    │   ├── IntegrationError          integration          (a framework agent cannot run as asked)
     │   └── RunCancelledError         cancelled            (the run is being cancelled)
     ├── SignalTimeoutError            signal_timeout       (also a TimeoutError)
     ├── JournalMismatchError          journal_mismatch     409
@@ -96,6 +97,16 @@ class AgentError(TerminalError):
         """Name the agent and what went wrong."""
         super().__init__(f"agent {agent}: {message}")
         self.agent = agent
+
+
+class IntegrationError(TerminalError):
+    """A framework agent (OpenAI Agents SDK, Pydantic AI) cannot run as asked.
+
+    It is not registered with the app, uses a feature tether cannot make durable, or the
+    framework's extra is not installed; the message says what to do instead.
+    """
+
+    code = "integration"
 
 
 class RunCancelledError(TerminalError):

@@ -120,6 +120,7 @@ def test_reading_a_v1_history_through_the_v2_manual_is_refused(
     mismatch = changed["mismatch"]
     assert (mismatch["index"], mismatch["reason"]) == (0, "manual")
     assert re.fullmatch(
-        r"entry 0: journal has llm reviewer\(#\w{4}\) manual #\w{8}, code issued llm reviewer\(#\w{4}\) manual #\w{8}",
+        r"entry 0: journal has llm reviewer\(#\w{4}\) manual #\w{8}, code issued llm reviewer\(#\w{4}\) manual #\w{8}"
+        r"; manual of agent reviewer: tool compute_risk_score description changed",
         mismatch["message"],
     ), mismatch["message"]

@@ -51,6 +51,12 @@ def args_digest(args: Any) -> str:
     return hashlib.sha256(canonical_json(args)).hexdigest()[:16]
 
 
+MANUAL_KEY = "_manual"
+"""Key of an ``llm`` entry's result holding the manual's field digests
+(:func:`tether.core.manual.field_digests`); replay reads results, so a mismatch can name the
+field that changed."""
+
+
 @dataclass(slots=True)
 class Command:
     """What the code issues at one journal index: the identity replay compares.
@@ -66,6 +72,9 @@ class Command:
     """:func:`args_digest` of the command's arguments."""
     manual_digest: str | None = None
     """For ``llm`` commands: digest of the manual the model is given."""
+    manual_fields: dict[str, str] | None = None
+    """For ``llm`` commands: :func:`tether.core.manual.field_digests` of that manual, which
+    lets a mismatch name the fields that differ (not part of the identity)."""
 
     def describe(self) -> str:
         """Human-readable identity, e.g. ``step compute_risk_score(#ab12)``."""
@@ -180,12 +189,16 @@ class Mismatch:
     """What the code issued there (``None``: the code finished without issuing it)."""
     reason: str
     """Which part differs: ``kind``, ``name``, ``args``, ``manual`` or ``missing``."""
+    detail: str | None = None
+    """For ``manual``: what differs, e.g. ``manual of agent fraud: tool compute_risk_score
+    description changed`` (when the journal recorded the manual's fields)."""
 
     def render(self) -> str:
         """The one-line diff operators read."""
         if self.issued is None:
             return f"entry {self.index}: journal has {self.expected}, code finished without issuing it"
-        return f"entry {self.index}: journal has {self.expected}, code issued {self.issued}"
+        text = f"entry {self.index}: journal has {self.expected}, code issued {self.issued}"
+        return text if self.detail is None else f"{text}; {self.detail}"
 
     def to_json(self) -> dict[str, Any]:
         """The wire/API form, including the rendered message."""
@@ -195,6 +208,7 @@ class Mismatch:
             "issued": self.issued,
             "reason": self.reason,
             "message": self.render(),
+            **({"detail": self.detail} if self.detail is not None else {}),
         }
 
     @classmethod
@@ -205,6 +219,7 @@ class Mismatch:
             expected=data.get("expected"),
             issued=data.get("issued"),
             reason=str(data["reason"]),
+            detail=data.get("detail"),
         )
 
 
@@ -226,7 +241,20 @@ def compare(entry: JournalEntry, command: Command) -> Mismatch | None:
     elif entry.args_digest != command.args_digest:
         reason = "args"
     elif entry.manual_digest != command.manual_digest:
-        reason = "manual"
+        return Mismatch(entry.index, entry.describe(), command.describe(), "manual", _manual_detail(entry, command))
     else:
         return None
     return Mismatch(entry.index, entry.describe(), command.describe(), reason)
+
+
+def _manual_detail(entry: JournalEntry, command: Command) -> str | None:
+    """Name the manual fields that differ, when both sides recorded them."""
+    from tether.core.manual import changed_fields
+
+    recorded = entry.result.get(MANUAL_KEY) if isinstance(entry.result, dict) else None
+    if not isinstance(recorded, dict) or command.manual_fields is None:
+        return None
+    changes = [label for label, _ in changed_fields(recorded, command.manual_fields)]
+    if not changes:
+        return None
+    return f"manual of agent {entry.name}: " + ", ".join(changes)

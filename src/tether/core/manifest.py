@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.core.journal import canonical_json
+from tether.core.manual import changed_fields, manual_fields
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
@@ -45,8 +46,9 @@ class Change:
     """The component's name (or ``*`` for the app as a whole)."""
     change: str
     """``added``, ``removed``, ``kind changed``, ``signature changed``, ``description changed``,
-    ``signals changed``, ``model changed``, ``instructions changed``, ``tools changed`` or
-    ``runtime changed``."""
+    ``signals changed``, ``model changed``, ``instructions changed``, ``tools changed``,
+    ``runtime changed``, or for an agent of another framework the manual field that changed
+    (``tool compute_risk_score description changed``, ``tool lookup added``, ...)."""
     detail: str
     """What a person reads, e.g. ``'…0 to 10…' → '…0 to 100…'``."""
 
@@ -156,8 +158,25 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         for field_name, label in _FIELDS:
             if before.get(field_name) != after.get(field_name):
                 changes.append(Change(name, label, _detail(field_name, before.get(field_name), after.get(field_name))))
-        if after.get("kind") == "agent" and before.get("manual_digest") != after.get("manual_digest"):
+        old_manual, new_manual = before.get("manual"), after.get("manual")
+        if isinstance(old_manual, dict) and isinstance(new_manual, dict):
+            changes.extend(_manual_changes(name, old_manual, new_manual))
+        elif after.get("kind") == "agent" and before.get("manual_digest") != after.get("manual_digest"):
             shown = [tool for tool in after.get("tools", []) if old_components.get(tool) != new_components.get(tool)]
             if shown:
                 changes.append(Change(name, "manual changed", "the model is shown changed tools: " + ", ".join(shown)))
+    return changes
+
+
+def _manual_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    """The changes of an agent's recorded manual, one per field (framework agents)."""
+    before, after = manual_fields(old), manual_fields(new)
+    changes = []
+    for label, field_name in changed_fields(before, after):
+        if field_name is None:
+            entity = label.rsplit(" ", 1)[0]
+            detail = entity
+        else:
+            detail = _detail(field_name, before.get(field_name), after.get(field_name))
+        changes.append(Change(name, label, detail))
     return changes

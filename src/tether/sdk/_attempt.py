@@ -30,7 +30,8 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from tether import _json
-from tether.core.journal import Command, EntryKind, args_digest
+from tether.core.journal import MANUAL_KEY, Command, EntryKind, args_digest
+from tether.core.manual import field_digests
 from tether.core.replay import Action, Decision, Replayer
 from tether.errors import (
     AgentError,
@@ -146,6 +147,7 @@ class Attempt(Context):
         self._revivers: dict[str, Callable[[Any, ErrorInfo | None], Any]] = {}
         self._resolved: dict[tuple[Any, tuple[str, ...]], ComponentDefinition] = {}
         self._manual_digests: dict[str, str] = {}
+        self._manual_fields: dict[str, dict[str, str]] = {}
         self._dry_run = bool(request.get("dry_run"))
         self._dry_end: int | None = None
         """In a dry run: the first index the journal does not hold (where replay stopped)."""
@@ -630,22 +632,103 @@ class Attempt(Context):
 
     def _llm(self, agent: AgentDefinition, request: dict[str, Any], manual_digest: str) -> Awaitable[Any]:
         """One model call, journaled as ``llm``: identity = the conversation's digest + the manual's."""
-        command = Command(EntryKind.LLM, agent.name, args_digest(request["messages"]), manual_digest)
+        fields = self._manual_fields.get(agent.name)
+        if fields is None:
+            fields = self._manual_fields[agent.name] = field_digests(agent.manual())
+        return self.model_call(
+            agent.name,
+            conversation=request["messages"],
+            manual_digest=manual_digest,
+            manual_fields=fields,
+            args={"model": agent.model.describe(), "messages": len(request["messages"])},
+            call=lambda: complete(agent.model, request),
+            retry=agent.model.retry,
+        )
+
+    def model_call(
+        self,
+        agent: str,
+        *,
+        conversation: Any,
+        manual_digest: str,
+        manual_fields: dict[str, str],
+        args: dict[str, Any],
+        call: Callable[[], Awaitable[Any]],
+        retry: RetryPolicy,
+    ) -> Awaitable[Any]:
+        """One model call of ``agent``, journaled as an ``llm`` entry; for agent loops.
+
+        The entry's identity is the agent's name, the digest of ``conversation`` (what the
+        model is sent besides the manual) and ``manual_digest``; ``manual_fields``
+        (:func:`tether.core.manual.field_digests`) are recorded in the result under
+        ``_manual`` so that a replay through another manual names the fields that changed. ``call`` returns the response
+        as JSON; on replay the journaled response is returned and nothing is called.
+
+        Raises:
+            StepFailedError: the call failed for good (after ``retry``).
+        """
+        command = Command(EntryKind.LLM, agent, args_digest(conversation), manual_digest, manual_fields)
         index, decision = self._issue(command)
 
         def revive(result: Any, error: ErrorInfo | None) -> Any:
             if error is not None:
-                raise StepFailedError(f"model call of agent {agent.name}", error["type"], error["message"])
+                raise StepFailedError(f"model call of agent {agent}", error["type"], error["message"])
+            if isinstance(result, dict) and MANUAL_KEY in result:
+                result = {k: v for k, v in result.items() if k != MANUAL_KEY}
+            return result
+
+        async def recorded() -> Any:
+            # The manual's field digests ride in the result: replay receives results (not
+            # arguments), and they let a mismatch name the field that changed.
+            response = to_jsonable_python(await call())
+            return {**response, MANUAL_KEY: manual_fields} if isinstance(response, dict) else response
+
+        if decision.action is Action.REPLAY:
+            return self._done(revive, decision)
+        if decision.action is not Action.EXECUTE:
+            return self._never()
+        return self._quiet(self._spawn(self._execute(index, command, args, recorded, retry, revive)))
+
+    def tool_step(
+        self, name: str, arguments: Any, call: Callable[[], Awaitable[Any]], /, *, retry: RetryPolicy
+    ) -> Awaitable[Any]:
+        """A tool call of an agent loop, journaled as a ``step`` named ``name``.
+
+        ``arguments`` (JSON) make the step's identity; ``call`` returns its JSON result, which
+        is journaled before it is returned (at-least-once, retried by ``retry``). On replay the
+        journaled result is returned and nothing is called.
+
+        Raises:
+            StepFailedError: the call failed for good.
+        """
+        payload = to_jsonable_python(arguments)
+        command = Command(EntryKind.STEP, name, args_digest(payload))
+        index, decision = self._issue(command)
+
+        def revive(result: Any, error: ErrorInfo | None) -> Any:
+            if error is not None:
+                raise StepFailedError(name, error["type"], error["message"])
             return result
 
         if decision.action is Action.REPLAY:
             return self._done(revive, decision)
         if decision.action is not Action.EXECUTE:
             return self._never()
-        payload = {"model": agent.model.describe(), "messages": len(request["messages"])}
-        return self._spawn(
-            self._execute(index, command, payload, lambda: complete(agent.model, request), agent.model.retry, revive)
-        )
+        return self._quiet(self._spawn(self._execute(index, command, payload, call, retry, revive)))
+
+    async def _quiet(self, task: asyncio.Task[T]) -> T:
+        """Await ``task``; if the attempt is ending (fenced, mismatch), wait to be cancelled
+        instead of raising through a framework's agent loop, which would log it as a failure."""
+        try:
+            return await task
+        except _Stop:
+            await asyncio.get_running_loop().create_future()
+            raise
+
+    @property
+    def app(self) -> App:
+        """The app this attempt runs (the pinned deployment's code)."""
+        return self._app
 
     async def _tool_call(self, tools: dict[str, ComponentDefinition], call: dict[str, Any]) -> str:
         """Run one tool call the model asked for; the answer is what the model reads next."""

@@ -1,5 +1,8 @@
 """Agents: a model, its instructions and tools, and the manual the model reads.
 
+Model calls go through the official ``openai`` client (``AsyncOpenAI`` with a base URL),
+imported only when an agent first calls its model.
+
 The *manual* is exactly what a model call is given besides the conversation: the
 instructions, every tool's name, description and parameter schema, the model's name and
 parameters, and the schema of the expected answer. Its digest is recorded on every ``llm``
@@ -12,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from pydantic import TypeAdapter
 
 from tether.core.manifest import manifest_digest
@@ -62,10 +64,14 @@ class Model:
         """The model as the manual records it."""
         return {"provider": self.provider, "name": self.name, "params": self.params}
 
+    def base_url_resolved(self) -> str:
+        """The OpenAI-compatible API's base URL (``.../v1``)."""
+        base = self.base_url or next((os.environ[v] for v in BASE_URL_ENV if os.environ.get(v)), DEFAULT_BASE_URL)
+        return base.rstrip("/")
+
     def url(self) -> str:
         """The chat-completions endpoint to call."""
-        base = self.base_url or next((os.environ[v] for v in BASE_URL_ENV if os.environ.get(v)), DEFAULT_BASE_URL)
-        return base.rstrip("/") + "/chat/completions"
+        return self.base_url_resolved() + "/chat/completions"
 
 
 class ModelUnavailableError(Exception):
@@ -73,26 +79,43 @@ class ModelUnavailableError(Exception):
 
 
 async def complete(model: Model, request: dict[str, Any]) -> dict[str, Any]:
-    """One chat-completions call.
+    """One chat-completions call through the official ``openai`` client; the response as JSON.
+
+    The request body is sent as given (the client adds nothing to it) and the response is
+    returned with exactly the fields the server sent. The client's own retries are off: the
+    call is retried as a step, with ``model.retry``.
 
     Raises:
         ModelUnavailableError: retryable failure (rate limited, server error, network).
         TerminalError: the API refused the request (another 4xx).
     """
-    headers = {"content-type": "application/json"}
+    import openai  # imported here: the client costs import time that workflows without agents never pay
+
     key = os.environ.get(model.api_key_env)
-    if key:
-        headers["authorization"] = f"Bearer {key}"
+    client = openai.AsyncOpenAI(
+        base_url=model.base_url_resolved(),
+        api_key=key or "unset",
+        timeout=model.timeout,
+        max_retries=0,
+    )
+    body = {k: v for k, v in request.items() if k not in ("model", "messages")}
     try:
-        async with httpx.AsyncClient(timeout=model.timeout) as client:
-            response = await client.post(model.url(), json=request, headers=headers)
-    except httpx.TransportError as exc:
+        async with client:
+            response = await client.chat.completions.create(
+                model=request["model"],
+                messages=request["messages"],
+                extra_body=body,
+                # Without a key no Authorization header is sent at all (local models need none).
+                extra_headers=None if key else {"Authorization": openai.Omit()},
+            )
+    except openai.APIStatusError as exc:
+        text = exc.response.text
+        if exc.status_code == 429 or exc.status_code >= 500:
+            raise ModelUnavailableError(f"the model answered {exc.status_code}: {text[:300]}") from None
+        raise TerminalError(f"the model refused the request ({exc.status_code}): {text[:500]}") from None
+    except openai.APIConnectionError as exc:
         raise ModelUnavailableError(f"cannot reach the model at {model.url()}: {exc}") from None
-    if response.status_code == 429 or response.status_code >= 500:
-        raise ModelUnavailableError(f"the model answered {response.status_code}: {response.text[:300]}")
-    if response.status_code >= 400:
-        raise TerminalError(f"the model refused the request ({response.status_code}): {response.text[:500]}")
-    answer: dict[str, Any] = response.json()
+    answer: dict[str, Any] = response.model_dump(mode="json", exclude_unset=True)
     return answer
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tether.sdk.agents import AgentDefinition, Model
 
 F = TypeVar("F", bound=Callable[..., Any])
+A = TypeVar("A")
 
 DEFINITION_ATTR = "__tether_definition__"
 
@@ -183,9 +184,14 @@ class App:
         self.name = name
         self.components: dict[str, ComponentDefinition] = {}
         self.agents: dict[str, AgentDefinition] = {}
+        self.framework_agents: dict[str, Any] = {}
+        """Agents of other frameworks registered with :meth:`register`, by name."""
+
+    def _taken(self, name: str) -> bool:
+        return name in self.components or name in self.agents or name in self.framework_agents
 
     def _register(self, definition: ComponentDefinition) -> None:
-        if definition.name in self.components or definition.name in self.agents:
+        if self._taken(definition.name):
             raise ValueError(f"app {self.name} already registers a component named {definition.name!r}")
         self.components[definition.name] = definition
         setattr(definition.fn, DEFINITION_ATTR, definition)
@@ -298,7 +304,7 @@ class App:
         """
         from tether.sdk.agents import AgentDefinition
 
-        if name in self.components or name in self.agents:
+        if self._taken(name):
             raise ValueError(f"app {self.name} already registers a component named {name!r}")
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
@@ -324,6 +330,58 @@ class App:
         self.agents[name] = agent
         return agent
 
+    def register(self, agent: A, /) -> A:
+        """Register an agent of another framework so that its manual is part of the deployment.
+
+        ``agent`` is an OpenAI Agents SDK ``agents.Agent`` or a Pydantic AI
+        ``pydantic_ai.Agent``; run it from a workflow with
+        :func:`tether.integrations.openai_agents.run` or
+        :func:`tether.integrations.pydantic_ai.run`. Its manual (instructions, tools with their
+        descriptions and schemas, handoffs, output schema, model and settings) is read when the
+        manifest is built, so tools added to it after this call are included. Agents it hands
+        off to or calls as tools are recorded too.
+
+        Returns:
+            ``agent`` itself.
+
+        Raises:
+            TypeError: ``agent`` is of no supported framework.
+            ValueError: its name is already taken in this app.
+        """
+        from tether.integrations import integration_for
+
+        name = integration_for(agent).agent_name(agent)
+        if self.framework_agents.get(name) is agent:
+            return agent
+        if self._taken(name):
+            raise ValueError(f"app {self.name} already registers a component named {name!r}: rename the agent")
+        self.framework_agents[name] = agent
+        return agent
+
+    def _framework_components(self) -> dict[str, dict[str, Any]]:
+        from tether.integrations import integration_for
+
+        out: dict[str, dict[str, Any]] = {}
+        for agent in self.framework_agents.values():
+            integration = integration_for(agent)
+            for name, manual in integration.manuals(agent).items():
+                if name in self.components or name in self.agents:
+                    raise ValueError(
+                        f"app {self.name}: agent {name!r} (reached from {integration.agent_name(agent)}) "
+                        "has the name of another component: rename one of them"
+                    )
+                entry = {
+                    "kind": "agent",
+                    "name": name,
+                    "framework": integration.FRAMEWORK,
+                    "manual": manual,
+                    "manual_digest": manifest_digest(manual),
+                }
+                if out.get(name, entry) != entry:
+                    raise ValueError(f"app {self.name}: two different agents are named {name!r}: rename one")
+                out[name] = entry
+        return out
+
     def get(self, name: str, kind: str | None = None) -> ComponentDefinition | None:
         """The registered component ``name`` (of ``kind`` when given)."""
         found = self.components.get(name)
@@ -340,6 +398,7 @@ class App:
             "components": {
                 **{name: c.describe() for name, c in self.components.items()},
                 **{name: a.describe() for name, a in self.agents.items()},
+                **self._framework_components(),
             },
         }
 

@@ -6,7 +6,8 @@ prints ``model server listening on http://127.0.0.1:P/v1`` and serves
 ``POST /v1/chat/completions``. Every request it receives is appended to ``--log`` as one JSON
 line, so a test can check exactly what a model was shown.
 
-The script ``fraud-judge`` plays a careful reviewer: given a transaction it calls the first
+Scripts: ``researcher`` calls every tool it is offered once and reports (see
+:func:`researcher`); ``fraud-judge`` (the default) plays a careful reviewer: given a transaction it calls the first
 tool it is offered with the transaction's matching fields; given the tool's result it reads
 the scale from that tool's *description* ("... from 0 to N ...") and blocks when the score is
 above the scale's midpoint. So what it decides depends on the manual it is shown.
@@ -15,6 +16,7 @@ above the scale's midpoint. So what it decides depends on the manual it is shown
 from __future__ import annotations
 
 import argparse
+import ast
 import itertools
 import json
 import re
@@ -74,14 +76,70 @@ def fraud_judge(request: dict[str, Any]) -> dict[str, Any]:
         description = next((t["function"]["description"] for t in tools if t["function"]["name"] == called), "")
         match = _SCALE.search(description)
         scale = int(match.group(1)) if match else 10
-        score = float(json.loads(last["content"]))
+        try:
+            score = float(json.loads(last["content"]))
+        except (TypeError, ValueError):
+            # Not a score (a refused call, a tool's error): nothing to block on.
+            reason = f"no risk score: {last['content']}"
+            return {"role": "assistant", "content": json.dumps({"decision": "allow", "reason": reason})}
         decision = "block" if score > scale / 2 else "allow"
         reason = f"risk score {score:g} on a 0 to {scale} scale"
         return {"role": "assistant", "content": json.dumps({"decision": decision, "reason": reason})}
     return {"role": "assistant", "content": json.dumps({"decision": "allow", "reason": "nothing to review"})}
 
 
-SCRIPTS: dict[str, Script] = {"fraud-judge": fraud_judge}
+def _tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        ],
+    }
+
+
+def researcher(request: dict[str, Any]) -> dict[str, Any]:
+    """Call each offered tool once, in order, then report what they returned.
+
+        A tool's arguments come from the JSON object in the user's message (same keys), else the
+        text of the latest tool result. The answer has ``topic``, ``findings`` (the first tool's
+        result) and ``published`` (whether the last tool's result starts with "published", which a
+    refused call's message does not); it is a
+        call of the ``final_result`` tool when one is offered (Pydantic AI's tool output), else the
+        message's content.
+    """
+    messages: list[dict[str, Any]] = request["messages"]
+    offered = [t["function"] for t in request.get("tools") or []]
+    functions = [f for f in offered if f["name"] != "final_result"]
+    user = next((m for m in messages if m["role"] == "user"), {})
+    found = _OBJECT.search(str(user.get("content") or ""))
+    facts = json.loads(found.group(0)) if found else {}
+    called = [c["function"]["name"] for m in messages for c in m.get("tool_calls") or []]
+    results = [str(m.get("content") or "") for m in messages if m["role"] == "tool"]
+    for function in functions:
+        if function["name"] not in called:
+            wanted = function.get("parameters", {}).get("properties", {})
+            arguments = {key: facts.get(key, results[-1] if results else "") for key in wanted}
+            return _tool_call(f"call_{len(messages)}", function["name"], arguments)
+    try:
+        findings = json.loads(results[0]) if results else []
+    except ValueError:
+        try:  # the OpenAI Agents SDK shows a tool's list result as its Python repr
+            findings = ast.literal_eval(results[0])
+        except (ValueError, SyntaxError):
+            findings = [results[0]]
+    last = results[-1].strip('"').lower() if results else ""
+    answer = {
+        "topic": facts.get("topic", ""),
+        "findings": findings if isinstance(findings, list) else [findings],
+        "published": last.startswith("published"),
+    }
+    if any(f["name"] == "final_result" for f in offered):
+        return _tool_call(f"call_{len(messages)}", "final_result", answer)
+    return {"role": "assistant", "content": json.dumps(answer)}
+
+
+SCRIPTS: dict[str, Script] = {"fraud-judge": fraud_judge, "researcher": researcher}
 
 
 def create_model_app(script: Script, *, log: Path | None = None) -> Starlette:
@@ -123,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     """Serve a script on loopback until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m tether.testing.model_server")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--script", default="fraud-judge", choices=sorted(SCRIPTS))
+    parser.add_argument(
+        "--script",
+        default="fraud-judge",
+        choices=sorted(SCRIPTS),
+        help="the script answering every request (one script per server; a request whose model is a script's name "
+        "gets that script)",
+    )
     parser.add_argument("--log", type=Path, default=None, help="append every request to this JSONL file")
     args = parser.parse_args(argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -131,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     print(f"model server listening on http://127.0.0.1:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
-    app = create_model_app(SCRIPTS[args.script], log=args.log)
+    default = SCRIPTS[args.script]
+    app = create_model_app(lambda body: SCRIPTS.get(str(body.get("model")), default)(body), log=args.log)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
     return 0
 
