@@ -153,7 +153,12 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 
 def research_app(make_app: Callable[..., Path], framework: str, version: str, description: str) -> Path:
-    return make_app(f"{framework}-{version}", SOURCES[framework].replace("DESCRIPTION", description))
+    folder = make_app(f"{framework}-{version}", SOURCES[framework].replace("DESCRIPTION", description))
+    # Its tools count their calls in a host file the test reads: the app declares the variable
+    # naming it, and is deployed in the process tier (a sandbox sees no host files).
+    with (folder / "tether.toml").open("a") as config:
+        config.write('env = ["AGENT_EFFECTS"]\n')
+    return folder
 
 
 def requests_of(log: Path) -> list[dict[str, Any]]:
@@ -183,11 +188,11 @@ def test_a_run_is_pinned_across_a_tool_description_change(
     effects: Path,
 ) -> None:
     server, log = agent_server, model_server[1]
-    v1 = server.call(lambda c: c.deploy(research_app(make_app, framework, "v1", OLD), env="prod"))
+    v1 = server.call(lambda c: c.deploy(research_app(make_app, framework, "v1", OLD), env="prod", isolation="process"))
     run_a = server.call(lambda c: c.start_run("report", {"topic": "alpha"}, env="prod"))
     assert waiting(server, run_a["id"]) == WAITING  # the model asked to publish: approval pending
 
-    server.call(lambda c: c.deploy(research_app(make_app, framework, "v2", NEW), env="prod"))
+    server.call(lambda c: c.deploy(research_app(make_app, framework, "v2", NEW), env="prod", isolation="process"))
     diff = server.call(lambda c: c.diff("v1", "v2"))
     named = [c for c in diff["changes"] if c["component"] == "research"]
     assert [c["change"] for c in named] == ["tool search_papers description changed"]
@@ -227,7 +232,7 @@ def test_kill_9_mid_loop_repeats_no_journaled_model_call_or_tool_call(
     effects: Path,
 ) -> None:
     server, log = agent_server, model_server[1]
-    server.call(lambda c: c.deploy(research_app(make_app, framework, "v1", OLD), env="prod"))
+    server.call(lambda c: c.deploy(research_app(make_app, framework, "v1", OLD), env="prod", isolation="process"))
     run = server.call(lambda c: c.start_run("report", {"topic": "alpha"}, env="prod"))
     assert waiting(server, run["id"]) == WAITING
     assert len(requests_of(log)) == 2 and effects.read_text().splitlines() == ["search alpha"]
@@ -252,10 +257,10 @@ def test_a_forced_replay_through_a_changed_manual_ends_stuck_with_the_diff(
     effects: Path,
 ) -> None:
     server, log = agent_server, model_server[1]
-    server.call(lambda c: c.deploy(research_app(make_app, framework, "v1", OLD), env="prod"))
+    server.call(lambda c: c.deploy(research_app(make_app, framework, "v1", OLD), env="prod", isolation="process"))
     run = server.call(lambda c: c.start_run("report", {"topic": "alpha"}, env="prod"))
     assert waiting(server, run["id"]) == WAITING
-    server.call(lambda c: c.deploy(research_app(make_app, framework, "v2", NEW), env=None))
+    server.call(lambda c: c.deploy(research_app(make_app, framework, "v2", NEW), env=None, isolation="process"))
 
     detail = "manual of agent research: tool search_papers description changed"
     (verdict,) = server.call(lambda c: c.check("v2"))["runs"]

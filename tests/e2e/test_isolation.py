@@ -81,6 +81,13 @@ async def snoop(data_dir: str, victim_bundle: str, victim_run: str, runtime_url:
     found["own_environ"] = "GOT" if "TETHER_SPY_MARKER" in os.environ else "refused: scrubbed"
     found["uid"] = os.getuid()
 
+    def scratch():
+        with open("/tmp/spy-scratch", "w") as handle:
+            handle.write("x")
+        return sorted(n for n in os.listdir("/tmp") if n.startswith(("spy-", "tether-host")))
+
+    found["tmp"] = _try(scratch)
+
     def forge():
         body = json.dumps({"attempt": 1, "token": "0" * 40, "entries": [
             {"index": 2, "kind": "step", "name": "pay", "args_digest": "FORGED-BY-SPY", "completed": True,
@@ -154,7 +161,12 @@ def _spy(server: ServerProcess, make_app: Callable[..., Path], isolation: str) -
 def test_a_sandboxed_bundle_reaches_nothing_of_the_runtime_or_other_deployments(
     marked_server: ServerProcess, make_app: Callable[..., Path]
 ) -> None:
-    found, _ = _spy(marked_server, make_app, "sandbox")
+    host_file = Path("/tmp") / f"tether-host-{marked_server.data_dir.parent.name}"
+    host_file.write_text("the host's /tmp")
+    try:
+        found, _ = _spy(marked_server, make_app, "sandbox")
+    finally:
+        host_file.unlink()
     assert found["store"].startswith("refused"), found
     # Of the data directory it sees only the path to its own bundle: no store, logs or other bundle.
     assert found["data_dir"] == "GOT: ['bundles']", found
@@ -163,6 +175,8 @@ def test_a_sandboxed_bundle_reaches_nothing_of_the_runtime_or_other_deployments(
     assert found["server_environ"] == "refused: not visible", found
     assert found["own_environ"] == "refused: scrubbed", found
     assert found["uid"] == 65534, found
+    # A private, writable /tmp: its own file is there, the host's are not.
+    assert found["tmp"] == "GOT: ['spy-scratch']", found
     assert found["forged_append"] == "refused: HTTPError", found
     assert found["victim_link"] == "refused: ConnectionResetError", found
 

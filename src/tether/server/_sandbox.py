@@ -122,7 +122,7 @@ def command(
     program = bwrap()
     assert program is not None
     cmd = [program, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-    cmd += ["--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    cmd += ["--unshare-cgroup-try", "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
     for link in SYSTEM_LINKS:
         if os.path.islink(link):
             cmd += ["--symlink", os.readlink(link), link]
