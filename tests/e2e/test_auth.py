@@ -21,6 +21,7 @@ import pytest
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_endpoints import APP, SECRET, Endpoint
 from tether.client import Client
+from tether.server._auth import LOCAL_RECHECK
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "hello"
@@ -139,7 +140,10 @@ def test_local_mode_until_the_first_token_then_every_route_needs_one(server: Ser
     assert httpx.get(server.url + "/v1/deployments").status_code == 200
     assert httpx.get(server.url + "/").status_code == 200
     token = make_token(server, "--scope", "read", "--name", "viewer")
-    refused = httpx.get(server.url + "/v1/deployments")
+    # Written to the data directory by another process: the server sees it within LOCAL_RECHECK.
+    deadline = time.monotonic() + LOCAL_RECHECK + 2
+    while (refused := httpx.get(server.url + "/v1/deployments")).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert refused.status_code == 401
     assert "tether tokens create" in refused.json()["error"]["message"]
     assert httpx.get(server.url + "/metrics").status_code == 401

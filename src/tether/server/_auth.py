@@ -40,6 +40,8 @@ PRINCIPAL = "tether.principal"
 """The ASGI scope key under which the request's :class:`Principal` travels."""
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 """Names the server always answers to, with any port."""
+LOCAL_RECHECK = 1.0
+"""Seconds a server in local mode trusts its last look for tokens in the store."""
 NO_TOKEN = (
     "this server needs an API token: send 'Authorization: Bearer TOKEN' "
     "(the CLI: --token or TETHER_TOKEN); an admin creates one with 'tether tokens create'"
@@ -126,6 +128,7 @@ class AuthMiddleware:
         self.routes = [r for r in routes if isinstance(r, Route)]
         self.require_tokens = require_tokens
         self._tokens_exist = False
+        self._checked_at = -LOCAL_RECHECK
 
     def _route(self, scope: Scope) -> Route | None:
         for route in self.routes:
@@ -134,11 +137,19 @@ class AuthMiddleware:
                 return route
         return None
 
-    async def _token_mode(self, store: Store) -> bool:
-        # Tokens are never deleted (revoked ones stay), so once true this stays true.
-        if self.require_tokens or self._tokens_exist:
+    async def _token_mode(self, store: Store, state: Any) -> bool:
+        # Tokens are never deleted (revoked ones stay), so once true this stays true. While
+        # false, the store is asked at most once per LOCAL_RECHECK seconds rather than on every
+        # request (a read per request cost a third of a 1-step run's latency): a token made
+        # through the API switches at once (``state.tokens_created``); one written to the data
+        # directory by 'tether tokens create --data-dir' is seen within that interval.
+        if self.require_tokens or self._tokens_exist or getattr(state, "tokens_created", False):
+            self._tokens_exist = True
             return True
-        self._tokens_exist = await store.any_tokens()
+        now = time.monotonic()
+        if now - self._checked_at >= LOCAL_RECHECK:
+            self._tokens_exist = await store.any_tokens()
+            self._checked_at = now
         return self._tokens_exist
 
     async def _authenticate(self, scope: Scope, store: Store, secret: bytes) -> Principal:
@@ -180,7 +191,7 @@ class AuthMiddleware:
         state: Any = scope["app"].state
         store: Store = state.runtime.store
         try:
-            if await self._token_mode(store):
+            if await self._token_mode(store, state):
                 principal = await self._authenticate(scope, store, state.secret)
             else:
                 principal = local_principal(Headers(scope=scope).get("x-tether-actor"))

@@ -83,6 +83,7 @@ async def create_token(request: Request) -> Response:
         expires_at=_expiry(body.get("expires_in")),
         actor=who.actor,
     )
+    request.app.state.tokens_created = True  # token mode from the very next request
     answer = issued.token.to_json()
     answer["token"] = issued.secret
     response = json_response(answer, 201)
