@@ -136,3 +136,16 @@ def test_bad_ids_answer_a_404_page(server: DashboardServer, page: Page) -> None:
         response = page.goto(server.url + path)
         assert response is not None and response.status == 404, path
         expect(page.locator("h1")).to_contain_text("404")
+
+
+def test_a_deployment_page_shows_what_it_pins(server: DashboardServer, hello: dict[str, Any], page: Page) -> None:
+    shown = server.call(lambda c: c.deployment("v1"))
+    page.goto(server.url + "/deployments/v1")
+    expect(page.locator("dd.isolation")).to_have_text(shown["isolation"])
+    expect(page.locator("dd.code")).to_contain_text(f"{len(shown['code']['files'])} files")
+    environment = page.locator("dd.environment")
+    expect(environment).to_contain_text(
+        "the server's, fingerprinted: Python " + shown["environment"]["fingerprint"]["python"]
+    )
+    environment.locator("summary").click()
+    expect(environment).to_contain_text(f"pydantic=={shown['environment']['fingerprint']['packages']['pydantic']}")
