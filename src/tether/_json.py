@@ -24,6 +24,9 @@ def _has_long_number(raw: bytes) -> bool:
     return _LONG_RUN in raw.translate(_DIGITS)
 
 
+MAX_DEPTH = 1024
+"""Deepest nesting either parser reads (orjson's own limit; the exact parser stops near it)."""
+
 JSONDecodeError = ValueError
 """What :func:`loads` raises for malformed input (both parsers' errors are ValueErrors)."""
 
@@ -55,5 +58,10 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """
     raw = data.encode() if isinstance(data, str) else bytes(data)
     if _has_long_number(raw):
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except RecursionError:
+            # orjson refuses nesting past MAX_DEPTH with a ValueError; the exact parser would
+            # exhaust the interpreter's stack instead, and that must not escape as a crash.
+            raise ValueError(f"the JSON is nested too deeply (at most {MAX_DEPTH} levels)") from None
     return orjson.loads(raw)

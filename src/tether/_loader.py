@@ -22,7 +22,7 @@ def load_app(root: Path, ref: str) -> App:
     sys.path.insert(0, str(root.resolve()))
     try:
         module = importlib.import_module(module_name)
-    except Exception:
+    except (Exception, SystemExit):  # a module that calls sys.exit() at import is a bad bundle too
         raise BundleError(f"cannot import {module_name} from the app:\n{traceback.format_exc(limit=-3)}") from None
     app = getattr(module, attribute, None)
     if not isinstance(app, App):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +87,14 @@ def test_malformed_json_is_400(deployed: ServerProcess) -> None:
     assert "not valid JSON" in _error(response, 400, "bad_request")
     not_object = httpx.post(f"{deployed.url}/v1/envs/prod/workflows/place/runs", json=[1, 2])
     assert "JSON object" in _error(not_object, 400, "bad_request")
+    # Deep nesting with a number too long for 64 bits took the exact parser into a RecursionError (500).
+    for number in (b"12345678901234567890", b"1"):
+        deep = httpx.post(
+            f"{deployed.url}/v1/envs/prod/workflows/place/runs",
+            content=b'{"order": ' + b"[" * 5000 + number + b"]" * 5000 + b"}",
+            headers={"content-type": "application/json"},
+        )
+        assert "not valid JSON" in _error(deep, 400, "bad_request")
     assert deployed.table_counts() == before
 
 
@@ -102,6 +112,16 @@ def test_corrupt_unloadable_or_oversized_bundles_are_refused(deployed: ServerPro
             tar.addfile(info, io.BytesIO(data))
     message = _error(httpx.post(url, content=raw.getvalue()), 400, "bad_bundle")
     assert "cannot import broken" in message and "not_a_module_anywhere" in message
+
+    for name, source in (("exits", b"import sys\nsys.exit(3)\n"), ("vanishes", b"import os\nos._exit(7)\n")):
+        exiting = io.BytesIO()
+        with tarfile.open(fileobj=exiting, mode="w:gz") as tar:
+            for member, data in (("tether.toml", f'app = "{name}:app"\n'.encode()), (f"{name}.py", source)):
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        # A module that exits at import is a bad bundle (400), not a worker to retry (503).
+        _error(httpx.post(url, content=exiting.getvalue(), timeout=60), 400, "bad_bundle")
 
     escaping = io.BytesIO()
     with tarfile.open(fileobj=escaping, mode="w:gz") as tar:
@@ -167,3 +187,18 @@ def test_writes_from_another_sites_page_are_refused(deployed: ServerProcess) -> 
     )
     assert same.status_code == 200
     assert deployed.call(lambda c: c.resume(run["id"]))["status"] == "suspended"
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(deployed: ServerProcess) -> None:
+    assert deployed.process is not None
+    second = subprocess.run(
+        [sys.executable, "-m", "tether", "server", "--port", "0", "--data-dir", str(deployed.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert f"pid {deployed.process.pid} at {deployed.url}" in second.stderr, second.stderr
+    assert "another --data-dir" in second.stderr
+    # The first one goes on serving.
+    assert httpx.get(deployed.url + "/healthz").status_code == 200

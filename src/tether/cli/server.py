@@ -12,6 +12,8 @@ import click
 import uvicorn
 
 from tether._gc import tune_gc
+from tether.errors import ConflictError
+from tether.server._datadir import lock_data_dir
 from tether.server.app import ServerOptions, create_app
 from tether.store import open_store
 
@@ -102,6 +104,10 @@ def server(
     actual = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{actual}"
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        held = lock_data_dir(data_dir, url)
+    except ConflictError as exc:
+        raise click.ClickException(exc.message) from None
     app = create_app(
         ServerOptions(
             data_dir=data_dir.resolve(),
@@ -116,4 +122,7 @@ def server(
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")
     tune_gc()
     click.echo(f"tether server listening on {url} (data in {data_dir.resolve()})", err=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        held.close()

@@ -21,7 +21,15 @@ from tether import _bundle, _environment, _json
 from tether.core.manifest import Change, deployment_id, diff, manifest_digest
 from tether.core.routing import Target
 from tether.core.status import TERMINAL, RunStatus
-from tether.errors import BadRequestError, BundleError, ConflictError, NotFoundError, PayloadTooLargeError, SchemaError
+from tether.errors import (
+    BadRequestError,
+    BundleError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SchemaError,
+    WorkerUnavailableError,
+)
 from tether.protocol import MANIFEST_PATH, signed_headers
 from tether.server import _sandbox
 from tether.server._envs import BuildLog, Progress, lock_source
@@ -261,7 +269,11 @@ class Runtime:
                 key=f"deploy-{uuid.uuid4().hex}", label="the new deployment", bundle_digest=digest, app_ref=ref,
                 files=files, lock=lock, isolation=tier,
             )  # fmt: skip
-            worker = await self.pool.get(spec, load)
+            try:
+                worker = await self.pool.get(spec, load)
+            except WorkerUnavailableError as exc:
+                # At deploy time the bundle is the only suspect: retrying the same bytes cannot help.
+                raise BundleError(f"the app could not be loaded: {exc.message}") from None
             body = await worker.link.manifest()
             manifest, digest_of_manifest = _checked_manifest(body, "the worker", BundleError)
             fingerprint = body.get("environment")
