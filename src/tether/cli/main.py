@@ -7,6 +7,7 @@ import click
 from tether._version import __version__
 from tether.cli._common import Settings
 from tether.cli.audit import audit
+from tether.cli.backup import backup, restore
 from tether.cli.deployments import deploy, deployments
 from tether.cli.env import env
 from tether.cli.runs import run, runs, signal
@@ -31,7 +32,7 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -
     ctx.obj = Settings(url or default_url(), as_json, token or default_token())
 
 
-for command in (server, serve, deploy, deployments, env, run, runs, signal, audit, tokens, tenants):
+for command in (server, serve, deploy, deployments, env, run, runs, signal, audit, tokens, tenants, backup, restore):
     cli.add_command(command)
 
 

@@ -13,9 +13,9 @@ import uvicorn
 
 from tether._gc import tune_gc
 from tether.errors import ConflictError
-from tether.server._datadir import lock_data_dir
 from tether.server.app import ServerOptions, create_app
-from tether.store import open_store
+from tether.store import _backup, open_store
+from tether.store._datadir import lock_data_dir
 
 
 def is_loopback(host: str) -> bool:
@@ -108,6 +108,13 @@ def server(
         held = lock_data_dir(data_dir, url)
     except ConflictError as exc:
         raise click.ClickException(exc.message) from None
+    database = data_dir / _backup.DATABASE
+    if store_url is None and database.exists() and (problem := _backup.damage(database)) is not None:
+        held.close()
+        raise click.ClickException(
+            f"the store at {database} is damaged ({problem}): refusing to start on it. Restore a backup "
+            "('tether restore BACKUP --data-dir DIR'), or move the damaged file away to start empty"
+        )
     app = create_app(
         ServerOptions(
             data_dir=data_dir.resolve(),
