@@ -91,3 +91,13 @@ def test_errors_exit_non_zero_with_a_message(server: ServerProcess, tmp_path: Pa
     assert out.exit_code == 2 and "name" in out.stderr
     out = tether(server, "runs", "cancel", "run_missing")
     assert out.exit_code == 3
+
+
+def test_json_output_reports_errors_as_json_with_the_same_exit_codes(server: ServerProcess) -> None:
+    missing = tether(server, "--json", "runs", "show", "run_missing")
+    assert missing.exit_code == 3
+    assert json.loads(missing.stdout)["error"]["code"] == "not_found"
+    bad = tether(server, "--json", "env", "rollback", "prod")
+    assert bad.exit_code in (3, 4) and set(json.loads(bad.stdout)["error"]) == {"code", "message"}
+    gone = CliRunner().invoke(cli, ["--url", "http://127.0.0.1:9", "--json", "deployments", "list"])
+    assert gone.exit_code == 5 and json.loads(gone.stdout)["error"]["code"] == "unreachable"

@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import httpx
@@ -73,17 +73,25 @@ def call(settings: Settings, fn: Callable[[Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except ApiError as exc:
-        err_console.print(f"[red]error[/red] ({exc.error_code}): {exc.message}")
-        sys.exit(exit_code(exc))
+        fail(settings, exc.error_code, exc.message, exit_code(exc))
     except httpx.TransportError as exc:
-        err_console.print(
-            f"[red]error[/red]: cannot reach the tether server at {settings.url} ({exc}).\n"
+        message = (
+            f"cannot reach the tether server at {settings.url} ({exc}). "
             "Start one with 'tether server', or point --url / TETHER_URL at yours."
         )
-        sys.exit(EXIT_UNREACHABLE)
+        fail(settings, "unreachable", message, EXIT_UNREACHABLE)
     except TetherError as exc:
-        err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-        sys.exit(EXIT_USAGE)
+        fail(settings, exc.code, exc.message, EXIT_USAGE)
+
+
+def fail(settings: Settings, code: str, message: str, status: int) -> NoReturn:
+    """Report an error and exit with ``status``: ``{"error": {"code", "message"}}`` on stdout
+    under ``--json`` (scripts parse one shape whatever happened), else a line on stderr."""
+    if settings.as_json:
+        emit_json({"error": {"code": code, "message": message}})
+    else:
+        err_console.print(f"[red]error[/red] ({code}): {message}")
+    sys.exit(status)
 
 
 def emit_json(value: Any) -> None:
