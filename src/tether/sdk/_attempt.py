@@ -254,8 +254,22 @@ class Attempt(Context):
             return {"outcome": "continue_as_new", "input": exc.input, "upgrade": exc.upgrade}
         if exc is not None:
             return {"outcome": "failed", "error": error_info(exc, with_traceback=True)}
+        result = main.result()
+        if self._workflow is not None:
+            try:
+                self._workflow.output.validate_python(result)
+            except ValidationError as err:
+                # Declared '-> int', returned a string: the caller would read a value the
+                # deployment's own schema says cannot be.
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}" for e in err.errors()[:5]
+                )
+                message = (
+                    f"workflow {self._workflow.name} returned a value its declared return type rejects: {problems}"
+                )
+                return {"outcome": "failed", "error": {"type": "OutputInvalid", "message": message}}
         try:
-            output = to_jsonable_python(main.result())
+            output = to_jsonable_python(result)
         except Exception as err:
             return {"outcome": "failed", "error": error_info(err)}
         return {"outcome": "completed", "output": output}

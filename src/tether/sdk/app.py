@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic.errors import PydanticInvalidForJsonSchema, PydanticSchemaGenerationError, PydanticUserError
 
 from tether._version import __version__
 from tether.core.manifest import manifest_digest
@@ -86,8 +87,13 @@ def _signature_model(
     params = list(inspect.signature(fn).parameters.values())
     takes_context = skip_first or bool(params and hints.get(params[0].name) is Context)
     if takes_context:
-        if not params:
-            raise TypeError(f"workflow {name} must take the context as its first parameter")
+        first = hints.get(params[0].name, Context) if params else None
+        if not params or first is not Context:
+            shown = ", ".join(p.name for p in params)
+            raise TypeError(
+                f"workflow {name} must take the context as its first parameter: "
+                f"async def {name}(ctx: tether.Context{', ' if shown else ''}{shown}) -> ..."
+            )
         params = params[1:]
     fields: dict[str, Any] = {}
     names: list[str] = []
@@ -98,8 +104,27 @@ def _signature_model(
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
         names.append(param.name)
+        _check_json(annotation, f"{name}: parameter {param.name!r}")
     model = create_model(f"{name}_input", __base__=_Input, **fields)
-    return model, names, hints.get("return", Any), takes_context
+    ret = hints.get("return", Any)
+    _check_json(ret, f"{name}: the return type")
+    return model, names, ret, takes_context
+
+
+def _check_json(annotation: Any, what: str) -> None:
+    """Refuse, where it is declared, a type tether cannot carry as JSON (the journal, the API).
+
+    Raises:
+        TypeError: saying what to use instead.
+    """
+    try:
+        TypeAdapter(annotation).json_schema()
+    except (PydanticSchemaGenerationError, PydanticInvalidForJsonSchema, PydanticUserError) as exc:
+        shown = getattr(annotation, "__name__", repr(annotation))
+        raise TypeError(
+            f"{what} is {shown}, which tether cannot carry as JSON ({type(exc).__name__}): use JSON types, "
+            "a pydantic model or a dataclass"
+        ) from None
 
 
 @dataclass(eq=False)
@@ -303,9 +328,16 @@ class App:
             description: what it is for (shown to people, not sent to the model).
         """
         from tether.sdk.agents import AgentDefinition
+        from tether.sdk.agents import Model as _Model
 
         if self._taken(name):
             raise ValueError(f"app {self.name} already registers a component named {name!r}")
+        if not isinstance(model, _Model):
+            raise TypeError(
+                f"agent {name}: model must be a tether.Model, e.g. tether.Model('openai:gpt-4o-mini'), "
+                f"not {type(model).__name__}; an OpenAI Agents SDK or Pydantic AI agent is registered with "
+                "app.register(agent)"
+            )
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
         resolved = []
