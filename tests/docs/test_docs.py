@@ -126,3 +126,25 @@ def test_readme_links_resolve() -> None:
     readme = (ROOT / "README.md").read_text()
     for target in re.findall(r"\]\(([^)#:]+)\)", readme):
         assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
+
+
+def _code_lines(text: str) -> list[str]:
+    """Code lines without trailing comments, blank lines or comment-only lines."""
+    lines = []
+    for line in text.splitlines():
+        code = line.split("  #", 1)[0].rstrip()
+        if code.strip() and not code.lstrip().startswith("#"):
+            lines.append(code)
+    return lines
+
+
+def test_the_readme_quickstart_is_the_example_it_names() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n# (examples/\S+)[^\n]*\n(.*?)```", readme, re.S)
+    assert blocks, "the README lost its quickstart block naming an example file"
+    for path, block in blocks:
+        source = _code_lines((ROOT / path).read_text())
+        position = 0
+        for line in _code_lines(block):
+            assert line in source[position:], f"README's {path} shows {line!r}, which the file does not have (in order)"
+            position = source.index(line, position) + 1
