@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -35,9 +36,12 @@ MAX_IDLE_SLEEP = 1.0
 RETRY_CAP = 60.0
 
 
+@functools.lru_cache(maxsize=4096)
 def deployment_key(secret: bytes, owner: str) -> bytes:
     """The key a deployment's attempt tokens are signed with, derived from the server's secret
-    (which no sandboxed worker can read) and ``owner``, the deployment's :func:`worker_key`."""
+    (which no sandboxed worker can read) and ``owner``, the deployment's :func:`worker_key`.
+
+    Cached: every append checks a token, and the key of a deployment never changes."""
     return hmac.new(secret, f"deployment:{owner}".encode(), hashlib.sha256).digest()
 
 
