@@ -7,7 +7,7 @@ them.
 from __future__ import annotations
 
 import asyncio
-import threading
+import sqlite3
 import time
 
 import pytest
@@ -55,17 +55,14 @@ def test_a_failing_transaction_does_not_affect_its_batch(store, kit, run):
         backend = store.backend
         before = (backend.batches, backend.transactions)
 
-        # Hold the writer inside a transaction so that everything below queues up behind it
-        # and is committed together, in one batch.
-        gate, entered = threading.Event(), threading.Event()
-
-        def hold(tx):
-            entered.set()
-            assert gate.wait(10), "the test never released the writer"
-            return "held"
-
-        held = asyncio.create_task(backend.write(hold))
-        assert await asyncio.to_thread(entered.wait, 10)
+        # Another connection holds the database's write lock, so the first write below waits
+        # for it and everything after it queues up behind, to be committed together, in one
+        # batch, once the lock is released.
+        blocker = sqlite3.connect(backend.path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        held = asyncio.create_task(backend.write(lambda tx: "held"))
+        await asyncio.sleep(0.05)
+        assert not held.done(), "the write did not wait for the lock"
 
         def refuse(dep):
             raise ValueError("bad input")
@@ -78,8 +75,9 @@ def test_a_failing_transaction_does_not_affect_its_batch(store, kit, run):
         jobs.append(store.create_run(kit.tenant, workflow="order", input={}, env="prod", validate=refuse))
         jobs += [store.append(s.run.id, 1, [kit.step(0), kit.sleep(1, 60)]) for s in good[5:]]
         tasks = [asyncio.create_task(job) for job in jobs]
-        await asyncio.sleep(0)  # every task has queued its transaction
-        gate.set()
+        await asyncio.sleep(0.2)  # every task has queued its transaction
+        blocker.execute("COMMIT")
+        blocker.close()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert await held == "held"
 

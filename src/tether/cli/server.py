@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sys
 from pathlib import Path
 
 import click
@@ -16,6 +17,9 @@ from tether.errors import ConflictError
 from tether.server.app import ServerOptions, create_app
 from tether.store import _backup, open_store
 from tether.store._datadir import lock_data_dir
+
+GIL_SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while another waits for it (see ``sys.setswitchinterval``)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -126,6 +130,9 @@ def server(
             allowed_hosts=allowed_hosts,
         )
     )
+    # The store commits on a thread while the event loop runs Python: a thread that wants the
+    # GIL back waits at most this long (CPython's default, 5 ms, held every commit back).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")
     tune_gc()
     click.echo(f"tether server listening on {url} (data in {data_dir.resolve()})", err=True)

@@ -53,8 +53,23 @@ def attempt_token(secret: bytes, owner: str, run_id: str, attempt: int) -> str:
 
 
 def check_token(secret: bytes, owner: str, run_id: str, attempt: int, token: str) -> bool:
-    """Whether ``token`` is the one issued for this run and attempt on the deployment ``owner``."""
-    return hmac.compare_digest(attempt_token(secret, owner, run_id, attempt), token)
+    """Whether ``token`` is the one issued for this run and attempt on the deployment ``owner``.
+
+    An attempt appends many times with one token: the token issued for it is remembered
+    (bounded), so only the first check computes the HMAC."""
+    key = (secret, owner, run_id, attempt)
+    expected = _issued.get(key)
+    if expected is None:
+        expected = attempt_token(secret, owner, run_id, attempt)
+        if len(_issued) >= MAX_ISSUED:
+            _issued.clear()
+        _issued[key] = expected
+    return hmac.compare_digest(expected, token)
+
+
+MAX_ISSUED = 65536
+"""How many attempts' tokens :func:`check_token` remembers before it starts afresh."""
+_issued: dict[tuple[bytes, str, str, int], str] = {}
 
 
 def served_elsewhere(pinned: Deployment, served: dict[str, Any], where: str) -> SnapshotError:
@@ -116,6 +131,7 @@ class Dispatcher:
         self._on_change = on_change
         self._metrics = metrics
         self._tracing = tracing if tracing is not None else Tracing()
+        self._step_timers: dict[str, Any] = {}
         self._poked = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -302,7 +318,11 @@ class Dispatcher:
                 count += 1
                 duration = entry.get("duration")
                 if isinstance(duration, int | float):
-                    self._metrics.steps.labels(kind=entry["kind"]).observe(duration)
+                    kind = entry["kind"]
+                    timer = self._step_timers.get(kind)
+                    if timer is None:
+                        timer = self._step_timers[kind] = self._metrics.steps.labels(kind=kind)
+                    timer.observe(duration)
                 tries = entry.get("tries")
                 if isinstance(tries, int) and tries > 1:
                     self._metrics.step_retries.labels(kind=entry["kind"]).inc(tries - 1)

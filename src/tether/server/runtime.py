@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import time
 import uuid
@@ -52,9 +53,17 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1024)
+def _validator(schema_text: bytes) -> jsonschema.Draft202012Validator:
+    """One validator per distinct schema: building one costs more than most validations."""
+    return jsonschema.Draft202012Validator(_json.loads(schema_text))
+
+
 def _schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
     """Up to five ``field: message`` violations of ``schema`` by ``value`` (none: it fits)."""
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(_json.dumps(schema))
+    if validator.is_valid(value):
+        return []
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     parts = []
     for error in errors[:5]:

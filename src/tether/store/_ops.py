@@ -39,12 +39,29 @@ class Ops:
 
     backend: Backend
 
-    @staticmethod
-    def _find_deployment(tx: Tx, tenant_id: str, ref: str) -> Deployment:
-        row = tx.one("SELECT * FROM deployments WHERE tenant_id = ? AND (id = ? OR label = ?)", (tenant_id, ref, ref))
+    _deployment_cache: dict[tuple[str, str], Deployment]
+    """Parsed deployments by ``(tenant, id)``: a deployment is immutable but for its
+    ``removed_at``, and parsing its manifest, code and environment on every run start cost
+    more than the rest of the start."""
+
+    def _find_deployment(self, tx: Tx, tenant_id: str, ref: str) -> Deployment:
+        row = tx.one(
+            "SELECT id, label, removed_at FROM deployments WHERE tenant_id = ? AND (id = ? OR label = ?)",
+            (tenant_id, ref, ref),
+        )
         if row is None:
             raise NotFoundError(f"no deployment {ref!r}: see 'tether deployments list'")
-        return Deployment.from_row(row)
+        key = (tenant_id, row["id"])
+        cached = self._deployment_cache.get(key)
+        if cached is not None and (cached.label, cached.removed_at) == (row["label"], row["removed_at"]):
+            return cached
+        full = tx.one("SELECT * FROM deployments WHERE tenant_id = ? AND id = ?", key)
+        assert full is not None
+        found = Deployment.from_row(full)
+        if len(self._deployment_cache) >= 1024:
+            self._deployment_cache.clear()
+        self._deployment_cache[key] = found
+        return found
 
     @staticmethod
     def _env_row(tx: Tx, tenant_id: str, name: str) -> Row:

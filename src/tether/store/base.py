@@ -58,6 +58,7 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps):
     def __init__(self, backend: Backend) -> None:
         """Wrap an opened, migrated backend."""
         self.backend = backend
+        self._deployment_cache: dict[tuple[str, str], Deployment] = {}
 
     async def close(self) -> None:
         """Close the backend."""

@@ -1,17 +1,22 @@
-"""The embedded SQLite backend: WAL, one writer thread, group commit.
+"""The embedded SQLite backend: WAL, group commit driven by the event loop.
 
-Every write transaction is queued to a single writer thread. The writer takes whatever is
-queued (up to :data:`MAX_BATCH`), runs each transaction inside its own SAVEPOINT of one
-outer transaction, and commits once: many runs' journal appends share one fsync. A
-transaction that raises is rolled back to its savepoint alone; the others commit.
+Write transactions are queued by :meth:`SqliteBackend.write`; every write issued in one turn of
+the event loop (and every write issued while the previous commit was syncing) forms one batch.
+The batch's statements run on the event loop's own thread — each transaction inside its own
+SAVEPOINT of one outer transaction — and only the ``COMMIT``, whose fsync is the one slow part,
+runs on a dedicated thread. Many runs' journal appends share one fsync, and no Python code of
+a transaction waits for the GIL behind the event loop (a writer thread did: every statement
+released the GIL and had to win it back from a busy loop, up to a switch interval each time).
+A transaction that raises is rolled back to its savepoint alone; the others commit.
 
 Reads run on a small pool of reader threads, each with its own connection; WAL lets them
-proceed while the writer commits.
+proceed while a commit syncs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -24,9 +29,12 @@ from typing import Any, TypeVar
 from tether.store.base import Backend, Row
 from tether.store.schema import migrate_sqlite
 
+log = logging.getLogger("tether.store")
 T = TypeVar("T")
 MAX_BATCH = 512
 READERS = 4
+BUSY_TIMEOUT_MS = 30000
+"""How long a commit (on the sync thread) or a read waits for another process's lock."""
 
 
 class _Cursor:
@@ -51,27 +59,36 @@ class _Cursor:
 @dataclass(slots=True)
 class _Job:
     fn: Callable[[_Cursor], Any]
-    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+def _connect(path: Path, synchronous: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     return conn
 
 
-def _resolve(job: _Job, ok: bool, value: Any) -> None:
-    if job.future.done():
-        return
-    if ok:
-        job.future.set_result(value)
-    else:
-        job.future.set_exception(value)
+def _begin(conn: sqlite3.Connection) -> None:
+    """Open the batch's write transaction; waits (up to the busy timeout) for another process's lock."""
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    """Commit (and fsync) the batch; on failure roll it back so the connection is usable again."""
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SqliteBackend(Backend):
@@ -91,9 +108,13 @@ class SqliteBackend(Backend):
         self._synchronous = synchronous.upper()
         self._writer_conn = _connect(path, self._synchronous)
         migrate_sqlite(self._writer_conn)
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="tether-sqlite-writer", daemon=True)
-        self._writer.start()
+        # Statements run on the event loop must never block it on another process's lock:
+        # BEGIN IMMEDIATE is tried without waiting, and retried on the sync thread when busy.
+        self._writer_conn.execute("PRAGMA busy_timeout=0")
+        self._syncer = _Syncer()
+        self._pending: list[_Job] = []
+        self._draining = False
+        self._drained: asyncio.Event | None = None
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="tether-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
@@ -105,60 +126,55 @@ class SqliteBackend(Backend):
 
     # --- writes -----------------------------------------------------------------------
 
-    def _write_loop(self) -> None:
-        conn = self._writer_conn
-        cursor = _Cursor(conn)
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
-            self._run_batch(conn, cursor, jobs)
-            if stop:
-                return
-
-    def _run_batch(self, conn: sqlite3.Connection, cursor: _Cursor, jobs: list[_Job]) -> None:
-        results: list[tuple[_Job, bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                conn.execute("SAVEPOINT tx")
-                try:
-                    value = job.fn(cursor)
-                except BaseException as exc:
-                    conn.execute("ROLLBACK TO tx")
-                    conn.execute("RELEASE tx")
-                    results.append((job, False, exc))
-                else:
-                    conn.execute("RELEASE tx")
-                    results.append((job, True, value))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [(job, False, exc) for job in jobs]
-        self.batches += 1
-        self.transactions += len(jobs)
-        if self.on_commit is not None:
-            self.on_commit(len(jobs))
-        for job, ok, value in results:
-            job.loop.call_soon_threadsafe(_resolve, job, ok, value)
-
     async def write(self, fn: Callable[[Any], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, loop, future))
+        self._pending.append(_Job(fn, future))
+        if not self._draining:
+            self._draining = True
+            # Everything written in this turn of the loop joins the batch.
+            loop.call_soon(self._start_drain, loop)
         return await future
+
+    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._drain(), name="tether-sqlite-commit")
+        task.add_done_callback(_drain_done)
+
+    async def _drain(self) -> None:
+        """Run and commit batches until nothing is queued."""
+        loop = asyncio.get_running_loop()
+        conn = self._writer_conn
+        cursor = _Cursor(conn)
+        try:
+            while self._pending:
+                jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        if not _is_busy(exc):
+                            raise
+                        # Another process holds the write lock: wait for it off the loop.
+                        await self._syncer.run(loop, _begin, conn)
+                    results = _run_jobs(conn, cursor, jobs)
+                    await self._syncer.run(loop, _commit, conn)
+                except (sqlite3.Error, OSError) as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    results = [(job, False, exc) for job in jobs]
+                self.batches += 1
+                self.transactions += len(jobs)
+                if self.on_commit is not None:
+                    self.on_commit(len(jobs))
+                for job, ok, value in results:
+                    _resolve(job, ok, value)
+        finally:
+            self._draining = False
+            if self._pending:
+                # Cancelled (the loop is closing) with work queued: fail it rather than hang.
+                pending, self._pending = self._pending, []
+                for job in pending:
+                    _resolve(job, False, RuntimeError("the store closed before this write was committed"))
 
     # --- reads ------------------------------------------------------------------------
 
@@ -184,10 +200,99 @@ class SqliteBackend(Backend):
         return await loop.run_in_executor(self._readers, self._read, fn)
 
     async def close(self) -> None:
-        self._queue.put(None)
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        while self._draining or self._pending:
+            await asyncio.sleep(0.001)
+        await asyncio.get_running_loop().run_in_executor(None, self._syncer.stop)
         self._readers.shutdown(wait=True)
         with self._lock:
             for conn in self._reader_conns:
                 conn.close()
         self._writer_conn.close()
+
+
+class _Syncer:
+    """The thread that commits (and fsyncs) batches, so the event loop goes on meanwhile.
+
+    A bare thread fed by a :class:`queue.SimpleQueue`: a thread pool's ``submit`` cost the
+    loop more than the commit's hand-off itself."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[
+            tuple[
+                Callable[[sqlite3.Connection], None],
+                sqlite3.Connection,
+                asyncio.AbstractEventLoop,
+                asyncio.Future[None],
+            ]
+            | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="tether-sqlite-sync", daemon=True)
+        self._thread.start()
+
+    def run(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[sqlite3.Connection], None], conn: sqlite3.Connection
+    ) -> asyncio.Future[None]:
+        """``fn(conn)`` on the thread; the future is done (on ``loop``) when it returned."""
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put((fn, conn, loop, future))
+        return future
+
+    def _serve(self) -> None:
+        while (work := self._queue.get()) is not None:
+            fn, conn, loop, future = work
+            try:
+                fn(conn)
+            except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+                loop.call_soon_threadsafe(_settle, future, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, None)
+
+    def stop(self) -> None:
+        """Finish queued work and end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _run_jobs(conn: sqlite3.Connection, cursor: _Cursor, jobs: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+    """Each job in its own savepoint of the open transaction: one that raises is undone alone."""
+    results: list[tuple[_Job, bool, Any]] = []
+    for job in jobs:
+        conn.execute("SAVEPOINT tx")
+        try:
+            value = job.fn(cursor)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO tx")
+            conn.execute("RELEASE tx")
+            results.append((job, False, exc))
+        else:
+            conn.execute("RELEASE tx")
+            results.append((job, True, value))
+    return results
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+
+
+def _resolve(job: _Job, ok: bool, value: Any) -> None:
+    if job.future.done():
+        return
+    if ok:
+        job.future.set_result(value)
+    else:
+        job.future.set_exception(value)
+
+
+def _drain_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the store's commit loop failed", exc_info=exc)
