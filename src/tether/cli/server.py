@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import ipaddress
 import logging
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+import tether
 from tether._gc import tune_gc
 from tether.errors import ConflictError
 from tether.server.app import ServerOptions, create_app
@@ -20,6 +22,17 @@ from tether.store._datadir import lock_data_dir
 
 GIL_SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it (see ``sys.setswitchinterval``)."""
+
+
+def compile_tether() -> None:
+    """Compile tether's own modules to bytecode, where they are not yet (best effort).
+
+    Every worker cold start imports tether from this installation, and workers never write
+    bytecode (their folder must stay exactly as deployed). A wheel install comes compiled; an
+    editable checkout does not, and then each cold start compiled ~80 modules again (~120 ms
+    here). Up-to-date files are skipped; a read-only installation is left as it is.
+    """
+    compileall.compile_dir(Path(tether.__file__).parent, quiet=2)
 
 
 def is_loopback(host: str) -> bool:
@@ -134,6 +147,7 @@ def server(
     # GIL back waits at most this long (CPython's default, 5 ms, held every commit back).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")
+    compile_tether()
     tune_gc()
     click.echo(f"tether server listening on {url} (data in {data_dir.resolve()})", err=True)
     try:
