@@ -184,7 +184,12 @@ async def gather_bounded(coros: list[Any], limit: int, timeout: float) -> list[A
 async def wait_no_workers(tether: TetherSystem, timeout: float) -> float:
     """Wait until no worker process is alive; seconds waited."""
     start = time.perf_counter()
-    await until(lambda: not tether.workers(), timeout, "the workers to idle out", interval=0.2)
+
+    async def none() -> bool:
+        # The server's count: a warm spare is a process but no deployment's worker.
+        return (await tether.metrics()).get("tether_workers_alive", 0) == 0
+
+    await until(none, timeout, "the workers to idle out", interval=0.2)
     return time.perf_counter() - start
 
 
@@ -218,7 +223,7 @@ async def w4_idle_scale(tether: TetherSystem, bundles_dir: Path, *, runs: int, d
     suspend_s = time.perf_counter() - t0
     idle_wait = await wait_no_workers(tether, tether.idle_timeout + 120)
     await asyncio.sleep(1.0)
-    workers_idle = len(tether.workers())
+    workers_idle = int((await tether.metrics()).get("tether_workers_alive", 0))
     rss_after = procs.rss_kib(tether.server.pid) or 0
     metrics1 = await tether.metrics()
 

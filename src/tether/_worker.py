@@ -6,6 +6,12 @@ standard input, what the deployment was recorded with (``{"files": {path: sha256
 folder must hold exactly those files, and this interpreter must have that fingerprint
 (:mod:`tether._environment`).
 
+A *warm spare* is started before anyone needs it, on an empty folder and without ``--app``:
+it imports tether, computes the environment's fingerprint and then waits on standard input.
+When a deployment needs a worker, the runtime fills the folder with the deployment's files and
+writes the spec (with ``"app"`` and the bundle's declared ``"env"``); from there on it is an
+ordinary worker — the same proof, before the same import — that skipped the interpreter's start.
+
 It prints one line: ``TETHER_WORKER_READY <port> <manifest digest>`` once it listens,
 ``TETHER_WORKER_REFUSED <json>`` (``{"type": "CodeChanged" | "EnvironmentChanged", "message",
 "changes"}``) when the proof fails, or ``TETHER_WORKER_ERROR <message>`` when the app cannot be
@@ -50,21 +56,33 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m tether._worker")
     parser.add_argument("--app-dir", required=True, type=Path)
-    parser.add_argument("--app", required=True)
+    parser.add_argument("--app", default=None, help="module:attribute (a spare reads it from stdin)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--expect-stdin", action="store_true", help="read the snapshot to prove from stdin")
+    parser.add_argument("--spare", action="store_true", help="a warm spare: wait for the spec (with the app) on stdin")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         _exit_with_parent(args.parent_pid)
-    expected = json.loads(sys.stdin.read() or "{}") if args.expect_stdin else {}
     environment = _environment.fingerprint(exclude=[str(args.app_dir)])
+    if args.spare:
+        _warm_up()
+    expected = json.loads(sys.stdin.read() or "{}") if args.expect_stdin else {}
+    app_ref = args.app if args.app is not None else expected.get("app")
+    if not isinstance(app_ref, str):
+        print("TETHER_WORKER_ERROR " + json.dumps("no app reference (--app, or 'app' in the spec)"), flush=True)
+        return 3
     refusal = _prove(args.app_dir, expected, environment)
     if refusal is not None:
         print("TETHER_WORKER_REFUSED " + json.dumps(refusal), flush=True)
         return 3
+    late_env = expected.get("env")
+    if isinstance(late_env, dict):
+        # A spare learns the bundle's declared variables only now; the runtime hands over only
+        # names no interpreter reads at start-up (see tether.server.workers.LATE_ENV_SAFE).
+        os.environ.update({str(k): str(v) for k, v in late_env.items()})
     try:
-        app = load_app(args.app_dir, args.app)
+        app = load_app(args.app_dir, app_ref)
         secret = expected.get("link_secret")
         link = LinkServer(app, environment=environment, secret=secret if isinstance(secret, str) else None)
     except BundleError as exc:
@@ -81,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     asyncio.run(_serve(link, sock))
     return 0
+
+
+def _warm_up() -> None:
+    """What every app's load pays for on first use, paid by a spare while it waits: pydantic's
+    plugin discovery (a scan of every installed distribution's entry points) and its schema
+    machinery."""
+    from pydantic import BaseModel, TypeAdapter
+
+    class _Probe(BaseModel):
+        value: int = 0
+
+    TypeAdapter(int).json_schema()
+    _Probe.model_json_schema()
 
 
 def _prove(app_dir: Path, expected: dict[str, object], environment: dict[str, object]) -> dict[str, object] | None:

@@ -68,7 +68,12 @@ async def snoop(data_dir: str, victim_bundle: str, victim_run: str, runtime_url:
     found["store"] = _try(lambda: open(os.path.join(data_dir, "tether.db"), "rb").read(64))
     found["data_dir"] = _try(lambda: os.listdir(data_dir))
     found["victim_bundle"] = _try(lambda: os.listdir(victim_bundle))
-    found["other_bundles"] = _try(lambda: [p for p in glob.glob(os.path.join(data_dir, "bundles", "*"))])
+    found["other_bundles"] = _try(
+        lambda: sorted(
+            "own" if os.path.realpath(p) == os.path.realpath(os.getcwd()) else "other"
+            for p in glob.glob(os.path.join(data_dir, "*", "*"))
+        )
+    )
     environ = []
     for path in glob.glob("/proc/[0-9]*/environ"):
         try:
@@ -168,10 +173,12 @@ def test_a_sandboxed_bundle_reaches_nothing_of_the_runtime_or_other_deployments(
     finally:
         host_file.unlink()
     assert found["store"].startswith("refused"), found
-    # Of the data directory it sees only the path to its own bundle: no store, logs or other bundle.
-    assert found["data_dir"] == "GOT: ['bundles']", found
+    # Of the data directory it sees only the path to its own code — its unpacked bundle, or the
+    # slot a warm spare was started on and then given the bundle's files — no store, logs or
+    # other bundle.
+    assert found["data_dir"] in ("GOT: ['bundles']", "GOT: ['slots']"), found
     assert found["victim_bundle"].startswith("refused"), found
-    assert found["other_bundles"].count("/bundles/") == 1, found
+    assert found["other_bundles"] == "GOT: ['own']", found
     assert found["server_environ"] == "refused: not visible", found
     assert found["own_environ"] == "refused: scrubbed", found
     assert found["uid"] == 65534, found

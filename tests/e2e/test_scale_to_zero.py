@@ -43,9 +43,10 @@ REAP_WAIT = 15.0
 """The dispatcher reaps idle workers about every 5 s; with a 1 s idle timeout one is gone well within this."""
 
 
-@pytest.fixture
+@pytest.fixture(params=["--warm-spares", "--no-warm-spares"])
 def fast_reaping_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", tmp_path / "server.log", args=["--worker-idle-timeout", "1"])
+    args = ["--worker-idle-timeout", "1", request.param]
+    proc = ServerProcess(tmp_path / "data", tmp_path / "server.log", args=args)
     proc.start()
     yield proc
     proc.stop()
@@ -92,11 +93,14 @@ def test_signal_wakes_a_run_whose_worker_scaled_to_zero(
     server.wait_for(run["id"], {"suspended"})
     assert worker_children(server.process.pid), "the deployments' workers should be running before the timeout"
 
-    # Idle for longer than the timeout: every worker exits, the suspended run keeps nothing alive.
+    # Idle for longer than the timeout: every worker exits, the suspended run keeps nothing alive
+    # but the warm spare (a started interpreter that is no deployment's worker), if it is on.
+    spares = 0 if "--no-warm-spares" in server.args else 1
     deadline = time.monotonic() + REAP_WAIT
-    while worker_children(server.process.pid) or metric(server, "tether_workers_alive") != 0:
+    while len(worker_children(server.process.pid)) != spares or metric(server, "tether_workers_alive") != 0:
         assert time.monotonic() < deadline, f"workers still alive: {worker_children(server.process.pid)}"
         time.sleep(0.1)
+    assert metric(server, "tether_warm_spares") == spares
     asleep: dict[str, Any] = server.call(lambda c: c.deployment("v1"))
     assert (asleep["status"], asleep["in_flight"], asleep["runs_by_status"]) == ("draining", 1, {"suspended": 1})
     assert (asleep["workers"], asleep["worker_started_at"], asleep["cold_starts"]) == (0, None, 1)
@@ -123,3 +127,35 @@ def test_signal_wakes_a_run_whose_worker_scaled_to_zero(
     shown = CliRunner().invoke(cli, ["--url", server.url, "deployments", "show", "v1"], catch_exceptions=False)
     assert shown.exit_code == 0, shown.output
     assert re.search(r"cold starts: 2 \(last \d+\.\d\ds, mean \d+\.\d\ds\)", shown.stdout), shown.stdout
+
+
+def test_a_woken_run_still_proves_its_files_whoever_starts_its_worker(
+    fast_reaping_server: ServerProcess, make_app: Callable[..., Path]
+) -> None:
+    """Edited after it was unpacked, while its worker slept: the wake refuses the code, by a warm
+    spare (which is handed a copy of the folder and proves it before importing it) as by a cold start."""
+    server = fast_reaping_server
+    assert server.process is not None
+    v1 = server.call(lambda c: c.deploy(make_app("fraud-v1", APP.format(VERSION="v1")), env="prod"))
+    run = server.call(lambda c: c.start_run("review", {"amount": 8}, env="prod"))
+    server.wait_for(run["id"], {"suspended"})
+    deadline = time.monotonic() + REAP_WAIT
+    while metric(server, "tether_workers_alive") != 0:
+        assert time.monotonic() < deadline, "the worker did not idle out"
+        time.sleep(0.1)
+    folder = server.data_dir / "bundles" / str(v1["bundle_digest"])
+    module = folder / "app.py"
+    folder.chmod(0o755)
+    module.chmod(0o644)
+    module.write_text(module.read_text().replace('"v1-score-"', '"forged-score-"'))
+
+    logged = len(server.log_path.read_text(errors="replace"))
+    server.call(lambda c: c.signal(run["id"], "approval", {"ok": True}))
+    done = server.wait_for(run["id"], {"completed", "failed", "stuck"})
+    assert done["status"] == "stuck", done
+    reason = done["stuck_reason"]
+    assert reason["type"] == "CodeChanged" and "app.py: changed" in reason["message"], reason
+    # Nothing of the edited code ran: the journal holds the first step and the signal only.
+    assert [e["kind"] for e in server.call(lambda c: c.journal(run["id"]))] == ["step", "signal"]
+    took_over = "a warm spare" in server.log_path.read_text(errors="replace")[logged:]
+    assert took_over == ("--warm-spares" in server.args)

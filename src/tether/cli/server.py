@@ -81,6 +81,13 @@ def _tokens_exist(where: str | Path) -> bool:
     help="Seconds an idle bundle worker stays up before it exits.",
 )
 @click.option(
+    "--warm-spares/--no-warm-spares",
+    default=True,
+    show_default=True,
+    help="Keep one started interpreter per isolation tier ready to become the next worker a deployment "
+    "needs (a cold wake then skips Python's start and tether's imports).",
+)
+@click.option(
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
@@ -95,6 +102,7 @@ def server(
     store_url: str | None,
     synchronous: str,
     worker_idle_timeout: float,
+    warm_spares: bool,
     allowed_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -139,6 +147,7 @@ def server(
             store=store_url,
             synchronous=synchronous.upper(),
             worker_idle_timeout=worker_idle_timeout,
+            warm_spares=warm_spares,
             require_tokens=not loopback,
             allowed_hosts=allowed_hosts,
         )

@@ -50,6 +50,8 @@ class ServerOptions:
     """SQLite ``synchronous`` pragma."""
     worker_idle_timeout: float = 300.0
     """Seconds a worker with nothing to do stays up."""
+    warm_spares: bool = True
+    """Keep a started interpreter ready to become the next worker a deployment needs."""
     max_in_flight: int = 256
     """Attempts dispatched at once."""
     require_tokens: bool = False
@@ -94,7 +96,12 @@ def create_app(options: ServerOptions) -> Starlette:
             return await dispatcher.append_batch(items, owner=owner)
 
         meter = Metrics()
-        pool = WorkerPool(options.data_dir, on_append=on_append, idle_timeout=options.worker_idle_timeout)
+        pool = WorkerPool(
+            options.data_dir,
+            on_append=on_append,
+            idle_timeout=options.worker_idle_timeout,
+            warm_spares=options.warm_spares,
+        )
         notifier = Notifier()
         dispatcher = Dispatcher(
             store,
@@ -110,6 +117,7 @@ def create_app(options: ServerOptions) -> Starlette:
         meter.watch(
             lambda: {
                 "workers": len(pool.alive()),
+                "spares": pool.spares(),
                 "cold_starts": pool.cold_starts,
                 "attempts": dispatcher.attempts_started,
                 "timers": dispatcher.timers_fired,

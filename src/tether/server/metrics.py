@@ -21,6 +21,11 @@ class _Live(Collector):
     def collect(self) -> Iterator[Metric]:
         values = self._read()
         yield GaugeMetricFamily("tether_workers_alive", "Bundle worker processes running.", value=values["workers"])
+        yield GaugeMetricFamily(
+            "tether_warm_spares",
+            "Started interpreters waiting to become a deployment's worker (not counted as workers).",
+            value=values.get("spares", 0),
+        )
         yield CounterMetricFamily("tether_worker_cold_starts", "Workers started.", value=values["cold_starts"])
         yield CounterMetricFamily("tether_attempts_started", "Attempts dispatched.", value=values["attempts"])
         yield CounterMetricFamily("tether_timers_fired", "Durable timers fired.", value=values["timers"])

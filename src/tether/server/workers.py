@@ -38,6 +38,23 @@ from tether.store.records import Deployment
 
 log = logging.getLogger("tether.workers")
 START_TIMEOUT = 60.0
+SPARE_RESPAWN_DELAY = 1.0
+"""Seconds after a spare is taken before the next one starts."""
+LATE_ENV_UNSAFE_PREFIXES = ("PYTHON", "LD_", "MALLOC", "GLIBC")
+"""Declared variables a spare cannot take after its start (the interpreter or the C library
+read them when the process starts): a bundle declaring one of them gets a cold start."""
+
+
+@dataclass(eq=False)
+class _Spare:
+    """A warm worker process waiting, on an empty slot folder, to become some deployment's worker."""
+
+    process: asyncio.subprocess.Process
+    slot: Path
+    python: str
+    isolation: str
+    env: dict[str, str]
+    log_path: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +132,9 @@ class Worker:
     last_used: float = field(default_factory=time.monotonic)
     active: int = 0
     """Attempts in flight on this worker."""
+    slot: Path | None = None
+    """The folder a warm spare was started on and filled with the bundle's files (removed with
+    the worker); None for a worker started on the bundle's own folder."""
 
     @property
     def alive(self) -> bool:
@@ -192,6 +212,21 @@ def worker_env(folder: Path, *, sandboxed: bool) -> dict[str, str]:
     return env
 
 
+def _fill_slot(folder: Path, slot: Path) -> None:
+    """Copy an unpacked bundle into a spare's (empty) slot, read-only like the bundle itself.
+
+    The spare proves the copy against the deployment's recorded files before importing it,
+    exactly as a cold worker proves the bundle's own folder."""
+    shutil.copytree(folder, slot, dirs_exist_ok=True, symlinks=True)
+    _read_only(slot)
+
+
+def _remove_slot(slot: Path) -> None:
+    if slot.exists():
+        _writable(slot)
+        shutil.rmtree(slot, ignore_errors=True)
+
+
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value).encode()
 
@@ -199,9 +234,13 @@ def _json_bytes(value: Any) -> bytes:
 class WorkerPool:
     """Starts, finds and stops bundle workers."""
 
-    def __init__(self, data_dir: Path, *, on_append: AppendHandler, idle_timeout: float = 300.0) -> None:
+    def __init__(
+        self, data_dir: Path, *, on_append: AppendHandler, idle_timeout: float = 300.0, warm_spares: bool = True
+    ) -> None:
         """Keep extracted bundles, environments and worker logs under ``data_dir``; commit
-        appends with ``on_append``."""
+        appends with ``on_append``. With ``warm_spares``, keep one started interpreter per
+        isolation tier in use (on the server's own environment) ready to become the next worker
+        a deployment needs: a cold wake then skips the interpreter's start and tether's imports."""
         self._on_append = on_append
         self._data_dir = data_dir.resolve()
         self.envs = Environments(data_dir / "envs")
@@ -215,6 +254,14 @@ class WorkerPool:
         self.cold_starts = 0
         """Workers started since the server started (all keys)."""
         self._starts: dict[str, StartStats] = {}
+        self.warm_spares = warm_spares
+        self._spares: dict[tuple[str, str], _Spare] = {}
+        self._spawning: set[tuple[str, str]] = set()
+        self._spare_tasks: set[asyncio.Task[None]] = set()
+        self._slots = self._data_dir / "slots"
+        if self._slots.exists():  # left by a server that stopped without cleaning up
+            _writable(self._slots)
+            shutil.rmtree(self._slots, ignore_errors=True)
 
     def alive(self) -> dict[str, Worker]:
         """Running workers by key."""
@@ -393,6 +440,34 @@ class WorkerPool:
         env = worker_env(folder, sandboxed=spec.isolation == "sandbox")
         link_secret = secrets.token_hex(32)
         expected = _json_bytes({"files": spec.files, "environment": spec.environment, "link_secret": link_secret})
+        spare = self._take_spare(python, spec.isolation, env)
+        if spare is not None:
+            late = {name: value for name, value in env.items() if spare.env.get(name) != value}
+            try:
+                await asyncio.to_thread(_fill_slot, folder, spare.slot)
+            except OSError:
+                await self._drop_spare(spare)
+            else:
+                handed = _json_bytes(
+                    {
+                        "files": spec.files,
+                        "environment": spec.environment,
+                        "link_secret": link_secret,
+                        "app": app_ref,
+                        "env": late,
+                    }
+                )
+                log.info("worker for %s: a warm spare (pid %s) takes it over", app_ref, spare.process.pid)
+                # The spare's output file becomes the deployment's worker log; the previous
+                # worker's log is kept beside it.
+                with contextlib.suppress(OSError):
+                    if log_path.exists():
+                        log_path.replace(log_path.with_name(log_path.name + ".previous"))
+                    spare.log_path.replace(log_path)
+                return await self._handshake(
+                    spec, spare.process, handed, link_secret, time.monotonic(), log_path, slot=spare.slot
+                )
+        self._want_spare(python, spec.isolation)
         # -P: the bundle's folder (the cwd) must not be importable before its files are proven,
         # or a planted module could shadow one tether imports first.
         argv = [python, "-P", "-m", "tether._worker", "--app-dir", str(folder), "--app", app_ref, "--expect-stdin"]
@@ -424,6 +499,21 @@ class WorkerPool:
                 stderr=log_file,
                 start_new_session=True,
             )
+        return await self._handshake(spec, process, expected, link_secret, spawned, log_path)
+
+    async def _handshake(
+        self,
+        spec: WorkerSpec,
+        process: asyncio.subprocess.Process,
+        expected: bytes,
+        link_secret: str,
+        spawned: float,
+        log_path: Path,
+        *,
+        slot: Path | None = None,
+    ) -> Worker:
+        """Hand the worker its spec on stdin and wait for its first line (ready, refused, error)."""
+        key, app_ref = spec.key, spec.app_ref
         assert process.stdout is not None and process.stdin is not None
         with contextlib.suppress(ConnectionError):
             process.stdin.write(expected)
@@ -451,8 +541,10 @@ class WorkerPool:
             self.cold_starts += 1
             self._starts.setdefault(key, StartStats()).record(seconds)
             log.info("started worker %s for %s on port %s in %.3fs", process.pid, app_ref, port, seconds)
-            return Worker(key, process, link, digest)
+            return Worker(key, process, link, digest, slot=slot)
         await process.wait()
+        if slot is not None:
+            _remove_slot(slot)
         if text.startswith("TETHER_WORKER_REFUSED "):
             refusal = json.loads(text.removeprefix("TETHER_WORKER_REFUSED "))
             raise SnapshotError(
@@ -472,6 +564,8 @@ class WorkerPool:
         if worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
+        if worker.slot is not None:
+            _remove_slot(worker.slot)
 
     async def reap_idle(self) -> int:
         """Stop workers with no attempt in flight for longer than the idle timeout."""
@@ -486,8 +580,15 @@ class WorkerPool:
                 stopped += 1
         return stopped
 
+    async def _stop(self, worker: Worker) -> None:
+        try:
+            await self._stop_process(worker)
+        finally:
+            if worker.slot is not None:
+                _remove_slot(worker.slot)
+
     @staticmethod
-    async def _stop(worker: Worker) -> None:
+    async def _stop_process(worker: Worker) -> None:
         await worker.link.close()
         if worker.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -500,7 +601,92 @@ class WorkerPool:
                 await worker.process.wait()
 
     async def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker and every spare."""
+        self.warm_spares = False
+        for task in list(self._spare_tasks):
+            task.cancel()
+        await asyncio.gather(*self._spare_tasks, return_exceptions=True)
         workers = list(self._workers.values())
         self._workers.clear()
-        await asyncio.gather(*(self._stop(w) for w in workers))
+        spares = list(self._spares.values())
+        self._spares.clear()
+        await asyncio.gather(*(self._stop(w) for w in workers), *(self._drop_spare(s) for s in spares))
+
+    # --- warm spares ------------------------------------------------------------------
+
+    def spares(self) -> int:
+        """Warm spares alive now."""
+        return sum(1 for s in self._spares.values() if s.process.returncode is None)
+
+    def _take_spare(self, python: str, isolation: str, env: dict[str, str]) -> _Spare | None:
+        """The waiting spare for this interpreter and tier, if it can take this environment."""
+        spare = self._spares.get((python, isolation))
+        if spare is None or spare.process.returncode is not None:
+            return None
+        late = [name for name, value in env.items() if spare.env.get(name) != value]
+        if any(name.startswith(LATE_ENV_UNSAFE_PREFIXES) for name in late):
+            return None
+        del self._spares[(python, isolation)]
+        # The next spare starts a little later: its start would compete for the CPU with the
+        # hand-over it replaces.
+        asyncio.get_running_loop().call_later(SPARE_RESPAWN_DELAY, self._want_spare, python, isolation)
+        return spare
+
+    def _want_spare(self, python: str, isolation: str) -> None:
+        """Start a spare for this interpreter and tier in the background, unless one exists."""
+        key = (python, isolation)
+        if not self.warm_spares or python != sys.executable or key in self._spawning:
+            return
+        spare = self._spares.get(key)
+        if spare is not None and spare.process.returncode is None:
+            return
+        self._spawning.add(key)
+        task = asyncio.get_running_loop().create_task(self._spawn_spare(python, isolation))
+        self._spare_tasks.add(task)
+        task.add_done_callback(self._spare_tasks.discard)
+
+    async def _spawn_spare(self, python: str, isolation: str) -> None:
+        key = (python, isolation)
+        try:
+            slot = self._slots / uuid.uuid4().hex
+            slot.mkdir(parents=True, mode=0o755)
+            env = worker_env(slot, sandboxed=isolation == "sandbox")
+            argv = [python, "-P", "-m", "tether._worker", "--app-dir", str(slot), "--expect-stdin", "--spare"]
+            if isolation == "sandbox":
+                if _sandbox.available() is not None:
+                    _remove_slot(slot)
+                    return
+                argv = _sandbox.command(
+                    argv,
+                    folder=slot,
+                    read_only=await asyncio.to_thread(_sandbox.python_paths, python),
+                    private=self._data_dir,
+                    own=[slot],
+                    env=env,
+                    switch_user=os.geteuid() == 0,
+                )
+            else:
+                argv += ["--parent-pid", str(os.getpid())]
+            log_path = self._logs / f"spare-{slot.name[:12]}.log"
+            with open(log_path, "ab") as log_file:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=slot,
+                    env=env,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log_file,
+                    start_new_session=True,
+                )
+            self._spares[key] = _Spare(process, slot, python, isolation, env, log_path)
+        except Exception:
+            log.exception("could not start a warm spare worker (%s tier); workers start cold", isolation)
+        finally:
+            self._spawning.discard(key)
+
+    async def _drop_spare(self, spare: _Spare) -> None:
+        if spare.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                spare.process.kill()
+            await spare.process.wait()
+        _remove_slot(spare.slot)
