@@ -132,13 +132,11 @@ class SqliteBackend(Backend):
         self._pending.append(_Job(fn, future))
         if not self._draining:
             self._draining = True
-            # Everything written in this turn of the loop joins the batch.
-            loop.call_soon(self._start_drain, loop)
+            # The task's first step runs after what is ready in this turn of the loop: every
+            # write issued meanwhile joins the batch.
+            task = loop.create_task(self._drain(), name="tether-sqlite-commit")
+            task.add_done_callback(_drain_done)
         return await future
-
-    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = loop.create_task(self._drain(), name="tether-sqlite-commit")
-        task.add_done_callback(_drain_done)
 
     async def _drain(self) -> None:
         """Run and commit batches until nothing is queued."""
