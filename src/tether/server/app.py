@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tether import _json
 from tether.dashboard import login
 from tether.dashboard import views as dashboard
+from tether.server import openapi
 from tether.server._access import POLICY
 from tether.server._auth import AllowedHosts, AuthMiddleware, HostAllowListMiddleware
 from tether.server._origin import SameOriginMiddleware
+from tether.server._query import QueryParamsMiddleware
 from tether.server.api import access, admin, ingress, internal
 from tether.server.api._http import json_response, principal
 from tether.server.dispatcher import Dispatcher
@@ -139,6 +142,7 @@ def create_app(options: ServerOptions) -> Starlette:
         *admin.ROUTES,
         *access.ROUTES,
         *internal.ROUTES,
+        *openapi.ROUTES,
         *login.ROUTES,
         *dashboard.ROUTES,
     ]
@@ -146,6 +150,7 @@ def create_app(options: ServerOptions) -> Starlette:
         for method in (route.methods or set()) - {"HEAD"}:
             if (method, route.path) not in POLICY:
                 raise RuntimeError(f"{method} {route.path} has no entry in tether.server._access.POLICY: add one")
+    openapi.check_routes(routes)
     hosts = AllowedHosts((*options.allowed_hosts, urllib.parse.urlsplit(options.runtime_url).netloc))
     app = Starlette(
         routes=routes,
@@ -153,9 +158,12 @@ def create_app(options: ServerOptions) -> Starlette:
             Middleware(HostAllowListMiddleware, hosts=hosts),
             Middleware(SameOriginMiddleware),
             Middleware(AuthMiddleware, routes=routes, require_tokens=options.require_tokens),
+            Middleware(QueryParamsMiddleware),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.require_tokens = options.require_tokens
+    app.state.openapi = openapi.document(routes)
+    app.state.openapi_bytes = _json.dumps(app.state.openapi)
     return app
