@@ -68,6 +68,12 @@ def _tokens_exist(where: str | Path) -> bool:
     help="Seconds an idle bundle worker stays up before it exits.",
 )
 @click.option(
+    "--import-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds a worker may take to import its app and start; a deploy that takes longer is refused (400).",
+)
+@click.option(
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
@@ -82,6 +88,7 @@ def server(
     store_url: str | None,
     synchronous: str,
     worker_idle_timeout: float,
+    import_timeout: float,
     allowed_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -126,6 +133,7 @@ def server(
             store=store_url,
             synchronous=synchronous.upper(),
             worker_idle_timeout=worker_idle_timeout,
+            import_timeout=import_timeout,
             require_tokens=not loopback,
             allowed_hosts=allowed_hosts,
         )

@@ -53,6 +53,8 @@ class ServerOptions:
     """SQLite ``synchronous`` pragma."""
     worker_idle_timeout: float = 300.0
     """Seconds a worker with nothing to do stays up."""
+    import_timeout: float = 60.0
+    """Seconds a worker may take to import its app and start (a deploy slower than this is refused)."""
     max_in_flight: int = 256
     """Attempts dispatched at once."""
     require_tokens: bool = False
@@ -97,7 +99,12 @@ def create_app(options: ServerOptions) -> Starlette:
             return await dispatcher.append_batch(items, owner=owner)
 
         meter = Metrics()
-        pool = WorkerPool(options.data_dir, on_append=on_append, idle_timeout=options.worker_idle_timeout)
+        pool = WorkerPool(
+            options.data_dir,
+            on_append=on_append,
+            idle_timeout=options.worker_idle_timeout,
+            start_timeout=options.import_timeout,
+        )
         notifier = Notifier()
         dispatcher = Dispatcher(
             store,

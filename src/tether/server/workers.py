@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import stat
 import sys
 import time
@@ -38,6 +39,9 @@ from tether.store.records import Deployment
 
 log = logging.getLogger("tether.workers")
 START_TIMEOUT = 60.0
+"""Default seconds a worker may take to import its app and report ready (``--import-timeout``)."""
+STDERR_TAIL = 2000
+"""Characters of a failed worker's output quoted in the error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +200,31 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+def _tail(log_path: Path, offset: int) -> str:
+    """The end of what a worker wrote to its log since ``offset``, to quote in an error."""
+    with open(log_path, "rb") as log_file:
+        log_file.seek(offset)
+        text = log_file.read().decode(errors="replace").strip()
+    if not text:
+        return " It wrote nothing to stderr."
+    if len(text) > STDERR_TAIL:
+        text = "…" + text[-STDERR_TAIL:]
+    return f" Its stderr ended with:\n{text}"
+
+
 class WorkerPool:
     """Starts, finds and stops bundle workers."""
 
-    def __init__(self, data_dir: Path, *, on_append: AppendHandler, idle_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        on_append: AppendHandler,
+        idle_timeout: float = 300.0,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
         """Keep extracted bundles, environments and worker logs under ``data_dir``; commit
-        appends with ``on_append``."""
+        appends with ``on_append``; give a worker ``start_timeout`` seconds to import its app."""
         self._on_append = on_append
         self._data_dir = data_dir.resolve()
         self.envs = Environments(data_dir / "envs")
@@ -210,6 +233,7 @@ class WorkerPool:
         self._bundles.mkdir(parents=True, exist_ok=True)
         self._logs.mkdir(parents=True, exist_ok=True)
         self.idle_timeout = idle_timeout
+        self.start_timeout = start_timeout
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.cold_starts = 0
@@ -415,6 +439,7 @@ class WorkerPool:
             argv += ["--parent-pid", str(os.getpid())]
         spawned = time.monotonic()
         with open(log_path, "ab") as log_file:
+            offset = log_file.tell()  # this start's output begins here (the log is appended to)
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=folder,
@@ -430,14 +455,17 @@ class WorkerPool:
             await process.stdin.drain()
         process.stdin.close()
         try:
-            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+            line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
         except TimeoutError:
-            process.kill()
+            # The whole session: a sandboxed worker is bubblewrap's child.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             raise WorkerUnavailableError(
-                f"the worker for {app_ref} did not start within {START_TIMEOUT:.0f}s; the run is retried"
+                f"the worker for {app_ref} did not import the app and start within {self.start_timeout:g}s "
+                f"(--import-timeout); does a module of the app block at import?{_tail(log_path, offset)}"
             ) from None
-        text = line.decode().strip()
+        text = line.decode(errors="replace").strip()
         if text.startswith("TETHER_WORKER_READY "):
             _, port, digest = text.split(" ")
             try:
@@ -452,7 +480,13 @@ class WorkerPool:
             self._starts.setdefault(key, StartStats()).record(seconds)
             log.info("started worker %s for %s on port %s in %.3fs", process.pid, app_ref, port, seconds)
             return Worker(key, process, link, digest)
-        await process.wait()
+        try:
+            await asyncio.wait_for(process.wait(), 10.0)
+        except TimeoutError:
+            # Not a protocol line, and the process goes on: it cannot be a worker of ours.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
         if text.startswith("TETHER_WORKER_REFUSED "):
             refusal = json.loads(text.removeprefix("TETHER_WORKER_REFUSED "))
             raise SnapshotError(
@@ -461,9 +495,12 @@ class WorkerPool:
                 refusal.get("changes"),
             )
         if text.startswith("TETHER_WORKER_ERROR "):
-            raise BundleError(json.loads(text.removeprefix("TETHER_WORKER_ERROR ")))
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise WorkerUnavailableError(f"the worker for {app_ref} exited with code {process.returncode}:\n{tail}")
+            message = json.loads(text.removeprefix("TETHER_WORKER_ERROR "))
+            tail = _tail(log_path, offset)
+            raise BundleError(message if "nothing to stderr" in tail else f"{message}\n{tail.strip()}")
+        raise WorkerUnavailableError(
+            f"the worker for {app_ref} exited with code {process.returncode}.{_tail(log_path, offset)}"
+        )
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that stopped answering (it is killed if still running)."""

@@ -14,6 +14,10 @@ from tether.server._auth import PRINCIPAL
 from tether.server.runtime import Runtime
 
 MAX_JSON_BYTES = 1024 * 1024
+"""Largest JSON body accepted, in bytes (413 beyond)."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of a JSON body (400 beyond): deeper documents would exhaust the stack of the
+code that validates and stores them, and no workflow input needs them."""
 MAX_IDEMPOTENCY_KEY = 255
 """Longest ``Idempotency-Key`` header accepted, in characters."""
 
@@ -67,12 +71,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, *, limit: int = MAX_JSON_BYTES, default: Any = ...) -> Any:
+async def read_json(
+    request: Request, *, limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH, default: Any = ...
+) -> Any:
     """The JSON body.
 
     Raises:
-        BadRequestError: the body is missing (and no default) or is not JSON.
-        PayloadTooLargeError: the body is over ``limit``.
+        BadRequestError: the body is missing (and no default), is not JSON, or is nested
+            deeper than ``depth``.
+        PayloadTooLargeError: the body is over ``limit`` bytes.
     """
     raw = await read_body(request, limit)
     if not raw.strip():
@@ -80,9 +87,15 @@ async def read_json(request: Request, *, limit: int = MAX_JSON_BYTES, default: A
             return default
         raise BadRequestError("the request needs a JSON body")
     try:
-        return _json.loads(raw)
+        value = _json.loads(raw)
+        _json.check_depth(raw, value, depth)
+    except _json.DepthError:
+        raise BadRequestError(
+            f"the body is nested more than {depth} levels deep; the limit is {depth}: flatten it"
+        ) from None
     except _json.JSONDecodeError as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    return value
 
 
 async def read_object(request: Request, *, what: str, default: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -12,6 +12,9 @@ from tether.errors import BadRequestError, FencedError
 from tether.server.api._http import json_response, read_json, runtime, whole_number
 
 MAX_APPEND_BYTES = 16 * 1024 * 1024
+MAX_APPEND_DEPTH = 128
+"""Deepest nesting of an append: the API's limit for what users send, plus the append's own
+levels (the body, its entries, an entry, its result's envelope), with room to spare."""
 _ENTRY_KEYS = ("index", "kind", "name", "args_digest", "completed")
 
 
@@ -34,7 +37,7 @@ def _check(body: Any) -> tuple[int, str, list[Any]]:
 async def append(request: Request) -> Response:
     """``POST /v1/internal/runs/{id}/journal``: durable before it answers; fenced."""
     run_id = request.path_params["id"]
-    attempt, token, entries = _check(await read_json(request, limit=MAX_APPEND_BYTES))
+    attempt, token, entries = _check(await read_json(request, limit=MAX_APPEND_BYTES, depth=MAX_APPEND_DEPTH))
     (result,) = await runtime(request).dispatcher.append_batch(
         [{"run_id": run_id, "attempt": attempt, "token": token, "entries": entries}]
     )
