@@ -197,7 +197,6 @@ SPECS: dict[tuple[str, str], Operation] = {
                 ),
             ),
         },
-        errors=(404, 409),
     ),
     ("GET", "/v1/deployments"): Operation(
         summary="Every deployment", tag="deployments", answers={200: _json(m.DeploymentList)}
@@ -250,7 +249,7 @@ SPECS: dict[tuple[str, str], Operation] = {
         body=_json(m.PromoteBody),
         body_required=True,
         answers={200: ENV},
-        errors=(404, 409),
+        errors=(404,),
         path_params={"env": "An environment name."},
     ),
     ("POST", "/v1/envs/{env}/rollback"): Operation(
