@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from tether import api_models as m
 from tether.cli._common import (
     EXIT_ERROR,
     EXIT_REFUSED,
@@ -26,7 +27,7 @@ from tether.client import Client
 FAILED = {"failed", "cancelled", "killed"}
 
 
-def _finish(run: dict[str, Any], labels: dict[str, str]) -> None:
+def _finish(run: m.Run, labels: dict[str, str]) -> None:
     label = labels.get(run["deployment_id"], run["deployment_id"])
     status = run["status"]
     if status == "completed":
@@ -67,7 +68,7 @@ def run(
         raise click.UsageError("give exactly one of --env or --deployment")
     payload = parse_json_arg(input_, "--input")
 
-    async def go(c: Client) -> tuple[dict[str, Any], dict[str, str]]:
+    async def go(c: Client) -> tuple[m.Run, dict[str, str]]:
         started = await c.start_run(workflow, payload, env=env, deployment=deployment, idempotency_key=idempotency_key)
         final = await c.result(started["id"], wait=timeout) if wait else started
         return final, {d["id"]: d["label"] for d in await c.deployments()}
@@ -101,7 +102,7 @@ def list_(
 ) -> None:
     """Runs, stuck first, then newest first."""
 
-    async def go(c: Client) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    async def go(c: Client) -> tuple[list[m.Run], dict[str, str]]:
         items = await c.runs(status=status, workflow=workflow, deployment=deployment, env=env, limit=limit)
         return items, {d["id"]: d["label"] for d in await c.deployments()}
 
@@ -131,7 +132,7 @@ def show(settings: Settings, run_id: str) -> None:
 
     async def go(
         c: Client,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[m.Run, list[m.JournalEntry], dict[str, Any], m.DeploymentDetail, list[m.SignalRecord]]:
         r = await c.run(run_id)
         deployment = await c.deployment(r["deployment_id"])
         return r, await c.journal(run_id), await c.state(run_id), deployment, await c.signals(run_id)
@@ -215,7 +216,7 @@ def signal(settings: Settings, run_id: str, name: str, payload: str, idempotency
         console.print(f"signal {name} delivered to run {run_id} (entry {answer['delivered_to_entry']})")
 
 
-def _acted(settings: Settings, run: dict[str, Any], verb: str) -> None:
+def _acted(settings: Settings, run: m.Run, verb: str) -> None:
     if settings.as_json:
         emit_json(run)
     else:

@@ -88,6 +88,12 @@ def _tokens_exist(where: str | Path) -> bool:
     "needs (a cold wake then skips Python's start and tether's imports).",
 )
 @click.option(
+    "--import-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds a worker may take to import its app and start; a deploy that takes longer is refused (400).",
+)
+@click.option(
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
@@ -103,6 +109,7 @@ def server(
     synchronous: str,
     worker_idle_timeout: float,
     warm_spares: bool,
+    import_timeout: float,
     allowed_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -148,6 +155,7 @@ def server(
             synchronous=synchronous.upper(),
             worker_idle_timeout=worker_idle_timeout,
             warm_spares=warm_spares,
+            import_timeout=import_timeout,
             require_tokens=not loopback,
             allowed_hosts=allowed_hosts,
         )

@@ -18,11 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tether import _json
 from tether.dashboard import login
 from tether.dashboard import views as dashboard
+from tether.server import openapi
 from tether.server._access import POLICY
 from tether.server._auth import AllowedHosts, AuthMiddleware, HostAllowListMiddleware
 from tether.server._origin import SameOriginMiddleware
+from tether.server._query import QueryParamsMiddleware
 from tether.server.api import access, admin, ingress, internal
 from tether.server.api._http import json_response, principal
 from tether.server.dispatcher import Dispatcher
@@ -52,6 +55,8 @@ class ServerOptions:
     """Seconds a worker with nothing to do stays up."""
     warm_spares: bool = True
     """Keep a started interpreter ready to become the next worker a deployment needs."""
+    import_timeout: float = 60.0
+    """Seconds a worker may take to import its app and start (a deploy slower than this is refused)."""
     max_in_flight: int = 256
     """Attempts dispatched at once."""
     require_tokens: bool = False
@@ -101,6 +106,7 @@ def create_app(options: ServerOptions) -> Starlette:
             on_append=on_append,
             idle_timeout=options.worker_idle_timeout,
             warm_spares=options.warm_spares,
+            start_timeout=options.import_timeout,
         )
         notifier = Notifier()
         dispatcher = Dispatcher(
@@ -147,6 +153,7 @@ def create_app(options: ServerOptions) -> Starlette:
         *admin.ROUTES,
         *access.ROUTES,
         *internal.ROUTES,
+        *openapi.ROUTES,
         *login.ROUTES,
         *dashboard.ROUTES,
     ]
@@ -154,6 +161,7 @@ def create_app(options: ServerOptions) -> Starlette:
         for method in (route.methods or set()) - {"HEAD"}:
             if (method, route.path) not in POLICY:
                 raise RuntimeError(f"{method} {route.path} has no entry in tether.server._access.POLICY: add one")
+    openapi.check_routes(routes)
     hosts = AllowedHosts((*options.allowed_hosts, urllib.parse.urlsplit(options.runtime_url).netloc))
     app = Starlette(
         routes=routes,
@@ -161,9 +169,12 @@ def create_app(options: ServerOptions) -> Starlette:
             Middleware(HostAllowListMiddleware, hosts=hosts),
             Middleware(SameOriginMiddleware),
             Middleware(AuthMiddleware, routes=routes, require_tokens=options.require_tokens),
+            Middleware(QueryParamsMiddleware),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.require_tokens = options.require_tokens
+    app.state.openapi = openapi.document(routes)
+    app.state.openapi_bytes = _json.dumps(app.state.openapi)
     return app

@@ -14,9 +14,21 @@ from starlette.routing import Route
 from tether import _json
 from tether.core.status import RunStatus
 from tether.errors import BadRequestError, TetherError
-from tether.server.api._http import actor, float_param, json_response, read_body, read_json, runtime, tenant
+from tether.server.api._http import (
+    actor,
+    int_param,
+    json_response,
+    read_body,
+    read_json,
+    read_object,
+    runtime,
+    tenant,
+    whole_number,
+)
 from tether.server.runtime import MAX_BUNDLE_BYTES
 from tether.store.base import Deployment
+
+REASON_BODY = '{"reason": "..."}, or no body'
 
 
 async def create_deployment(request: Request) -> Response:
@@ -120,8 +132,8 @@ def _targets(body: Any) -> list[tuple[str, int]]:
         for item in body["targets"]:
             if not isinstance(item, dict) or not isinstance(item.get("deployment"), str):
                 raise BadRequestError('each target is {"deployment": "v3", "weight": 90}')
-            weight = item.get("weight", 100)
-            if not isinstance(weight, int) or isinstance(weight, bool):
+            weight = whole_number(item.get("weight", 100))
+            if weight is None:
                 raise BadRequestError("a target's weight must be a positive integer")
             out.append((item["deployment"], weight))
         return out
@@ -130,8 +142,8 @@ def _targets(body: Any) -> list[tuple[str, int]]:
 
 async def put_env(request: Request) -> Response:
     """``PUT /v1/envs/{env}``: ``{"deployment": ref}`` or ``{"targets": [...]}``, optional ``reason``."""
-    body = await read_json(request)
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = await read_object(request, what='{"deployment": "v3"} or {"targets": [{"deployment", "weight"}]}')
+    reason = _str_field(body, "reason")
     env = await runtime(request).set_env(
         tenant(request), request.path_params["env"], _targets(body), actor=actor(request), reason=reason
     )
@@ -140,11 +152,11 @@ async def put_env(request: Request) -> Response:
 
 async def promote_env(request: Request) -> Response:
     """``POST /v1/envs/{env}/promote``: ``{"from": SOURCE}``, optional ``reason``."""
-    body = await read_json(request)
+    body = await read_object(request, what='{"from": "staging"}')
     source = _str_field(body, "from")
     if source is None:
         raise BadRequestError('name the environment to promote from: {"from": "staging"}')
-    reason = body.get("reason") if isinstance(body, dict) else None
+    reason = _str_field(body, "reason")
     env = await runtime(request).promote_env(
         tenant(request), request.path_params["env"], source, actor=actor(request), reason=reason
     )
@@ -153,8 +165,8 @@ async def promote_env(request: Request) -> Response:
 
 async def rollback_env(request: Request) -> Response:
     """``POST /v1/envs/{env}/rollback``."""
-    body = await read_json(request, default={})
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = await read_object(request, what=REASON_BODY, default={})
+    reason = _str_field(body, "reason")
     env = await runtime(request).store.rollback_env(
         tenant(request), request.path_params["env"], actor=actor(request), reason=reason
     )
@@ -177,7 +189,7 @@ async def list_runs(request: Request) -> Response:
     deployment_id = None
     if params.get("deployment"):
         deployment_id = (await rt.store.get_deployment(tenant(request), params["deployment"])).id
-    limit = int(float_param(request, "limit", 100, low=1, high=10_000))
+    limit = int_param(request, "limit", 100, low=1, high=10_000)
     runs = await rt.store.list_runs(
         tenant(request),
         status=status,
@@ -191,8 +203,8 @@ async def list_runs(request: Request) -> Response:
 
 async def cancel_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/cancel`` with optional ``{"reason": ...}``; audited."""
-    body = await read_json(request, default={})
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = await read_object(request, what=REASON_BODY, default={})
+    reason = _str_field(body, "reason")
     run = await runtime(request).cancel(tenant(request), request.path_params["id"], actor=actor(request), reason=reason)
     return json_response(run.to_json())
 
@@ -205,7 +217,7 @@ def _str_field(body: Any, key: str) -> str | None:
 
 
 async def _act(request: Request, action: str) -> Response:
-    body = await read_json(request, default={})
+    body = await read_object(request, what=REASON_BODY, default={})
     rt, run_id = runtime(request), request.path_params["id"]
     who, why = actor(request), _str_field(body, "reason")
     handlers = {"pause": rt.pause, "resume": rt.resume, "kill": rt.kill}
@@ -230,7 +242,7 @@ async def kill_run(request: Request) -> Response:
 
 async def restart_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/restart`` with optional ``{"env" | "deployment", "reason"}``; audited."""
-    body = await read_json(request, default={})
+    body = await read_object(request, what='{"env" | "deployment", "reason"} (all optional)', default={})
     run = await runtime(request).restart(
         tenant(request),
         request.path_params["id"],
@@ -244,9 +256,9 @@ async def restart_run(request: Request) -> Response:
 
 async def fork_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/fork`` with ``{"from_entry": N, "deployment"?, "reason"?}``; audited."""
-    body = await read_json(request)
-    from_entry = body.get("from_entry") if isinstance(body, dict) else None
-    if not isinstance(from_entry, int) or isinstance(from_entry, bool):
+    body = await read_object(request, what='{"from_entry": N}')
+    from_entry = whole_number(body.get("from_entry"))
+    if from_entry is None:
         raise BadRequestError('fork needs {"from_entry": N}: the number of journal entries to keep')
     run = await runtime(request).fork(
         tenant(request),
@@ -262,7 +274,7 @@ async def fork_run(request: Request) -> Response:
 async def move_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/move`` with ``{"to": dep, "force"?: bool, "reason"?}``: refused (409)
     with the mismatch unless a dry run of the journal on ``to`` succeeds; audited."""
-    body = await read_json(request)
+    body = await read_object(request, what='{"to": DEPLOYMENT}')
     to = _str_field(body, "to")
     if to is None:
         raise BadRequestError('move needs {"to": DEPLOYMENT}')
@@ -283,8 +295,8 @@ async def move_run(request: Request) -> Response:
 async def check_deployment(request: Request) -> Response:
     """``POST /v1/deployments/{dep}/check`` with optional ``{"workflow", "runs": [ids]}``: dry-run
     the journal of every in-flight run (or those named) on the deployment."""
-    body = await read_json(request, default={})
-    runs = body.get("runs") if isinstance(body, dict) else None
+    body = await read_object(request, what='{"workflow"?, "runs"?: [ids]}', default={})
+    runs = body.get("runs")
     if runs is not None and not (isinstance(runs, list) and all(isinstance(r, str) for r in runs)):
         raise BadRequestError("runs must be a list of run ids")
     result = await runtime(request).check(
@@ -295,7 +307,7 @@ async def check_deployment(request: Request) -> Response:
 
 async def audit(request: Request) -> Response:
     """``GET /v1/audit?limit=&target=``, newest first."""
-    limit = int(float_param(request, "limit", 200, low=1, high=10_000))
+    limit = int_param(request, "limit", 200, low=1, high=10_000)
     target = request.query_params.get("target") or None
     return json_response({"audit": await runtime(request).store.audit(tenant(request), limit, target=target)})
 
