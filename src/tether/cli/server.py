@@ -12,8 +12,9 @@ import click
 import uvicorn
 
 from tether._gc import tune_gc
-from tether.errors import ConflictError
+from tether.errors import BadRequestError, ConflictError
 from tether.server.app import ServerOptions, create_app
+from tether.server.retention import parse_duration
 from tether.store import _backup, open_store
 from tether.store._datadir import lock_data_dir
 
@@ -70,6 +71,13 @@ def _tokens_exist(where: str | Path) -> bool:
     metavar="NAME[:PORT]",
     help="Also answer requests for this Host (repeatable); loopback names always. Others get 421.",
 )
+@click.option(
+    "--retention",
+    default=None,
+    metavar="DURATION",
+    help="Prune runs this long after they end (30d, 12h, 15m, 60s): their journals, signals and state; "
+    "the audit log stays. Default: keep forever.",
+)
 @click.option("--log-level", default="warning", show_default=True, help="Server log level.")
 def server(
     data_dir: Path,
@@ -79,6 +87,7 @@ def server(
     synchronous: str,
     worker_idle_timeout: float,
     allowed_hosts: tuple[str, ...],
+    retention: str | None,
     log_level: str,
 ) -> None:
     """Run the tether runtime: API, scheduler, dispatcher and workers.
@@ -86,6 +95,10 @@ def server(
     While no API token exists the server listens on loopback only and trusts every request;
     once one exists (tether tokens create), every request needs a token. See docs/security.md.
     """
+    try:
+        keep = None if retention is None else parse_duration(retention)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from None
     loopback = is_loopback(host)
     if not loopback and not _tokens_exist(store_url or data_dir):
         raise click.UsageError(
@@ -103,10 +116,9 @@ def server(
     sock.listen(2048)
     actual = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{actual}"
-    data_dir.mkdir(parents=True, exist_ok=True)
     try:
         held = lock_data_dir(data_dir, url)
-    except ConflictError as exc:
+    except (ConflictError, BadRequestError) as exc:
         raise click.ClickException(exc.message) from None
     database = data_dir / _backup.DATABASE
     if store_url is None and database.exists() and (problem := _backup.damage(database)) is not None:
@@ -124,6 +136,7 @@ def server(
             worker_idle_timeout=worker_idle_timeout,
             require_tokens=not loopback,
             allowed_hosts=allowed_hosts,
+            retention=keep,
         )
     )
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")

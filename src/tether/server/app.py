@@ -28,6 +28,7 @@ from tether.server.api._http import json_response, principal
 from tether.server.dispatcher import Dispatcher
 from tether.server.errors import HANDLERS
 from tether.server.metrics import Metrics
+from tether.server.retention import Retention
 from tether.server.runtime import Notifier, Runtime
 from tether.server.tracing import open_tracing
 from tether.server.workers import WorkerPool
@@ -56,6 +57,8 @@ class ServerOptions:
     """Token mode even while no token exists (the server listens beyond loopback)."""
     allowed_hosts: tuple[str, ...] = ()
     """``Host`` names answered besides the loopback names and ``runtime_url``'s host."""
+    retention: float | None = None
+    """Seconds a finished run is kept before it is pruned (None: kept forever)."""
 
 
 async def healthz(_: Request) -> Response:
@@ -123,9 +126,14 @@ def create_app(options: ServerOptions) -> Starlette:
         app.state.runtime = runtime
         app.state.secret = secret
         dispatcher.start()
+        retention = Retention(store, options.retention) if options.retention else None
+        if retention is not None:
+            retention.start()
         try:
             yield
         finally:
+            if retention is not None:
+                await retention.close()
             await dispatcher.close()
             # After the dispatcher: the attempts it abandoned end their spans first.
             await tracing.close()

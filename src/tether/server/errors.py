@@ -9,21 +9,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tether import _json
-from tether.errors import TetherError
+from tether.errors import StoreUnavailableError, TetherError
 
 log = logging.getLogger("tether.server")
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     """The one JSON error shape: ``{"error": {"code", "message"}}``."""
     body = _json.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 async def tether_error(_: Request, exc: Exception) -> Response:
-    """A :class:`TetherError` answers with its own status and code."""
+    """A :class:`TetherError` answers with its own status and code (a store fault also with
+    ``Retry-After``: the client may retry, the server recovers on its own)."""
     assert isinstance(exc, TetherError)
-    return error_response(exc.status, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, StoreUnavailableError) else None
+    return error_response(exc.status, exc.code, exc.message, headers)
 
 
 async def http_error(_: Request, exc: Exception) -> Response:
