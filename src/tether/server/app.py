@@ -110,12 +110,16 @@ def create_app(options: ServerOptions) -> Starlette:
             tracing=tracing,
         )
         runtime = Runtime(store, pool, dispatcher, notifier)
+        retention = Retention(store, options.retention) if options.retention else None
         meter.watch(
             lambda: {
                 "workers": len(pool.alive()),
                 "cold_starts": pool.cold_starts,
                 "attempts": dispatcher.attempts_started,
                 "timers": dispatcher.timers_fired,
+                "redispatched": dispatcher.stalled_redispatched,
+                "pruned": retention.pruned if retention is not None else 0,
+                "store_faults": store.backend.faults,
             }
         )
         store.backend.on_commit = meter.commit_transactions.observe
@@ -126,7 +130,6 @@ def create_app(options: ServerOptions) -> Starlette:
         app.state.runtime = runtime
         app.state.secret = secret
         dispatcher.start()
-        retention = Retention(store, options.retention) if options.retention else None
         if retention is not None:
             retention.start()
         try:

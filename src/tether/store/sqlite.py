@@ -203,6 +203,8 @@ class SqliteBackend(Backend):
         except sqlite3.Error as exc:
             self._abandon_transaction()
             fault = unavailable(exc, self.path)
+            if fault is not None:
+                self.faults += len(jobs)
             results = [(job, False, fault or exc) for job in jobs]
         self.batches += 1
         self.transactions += len(jobs)
@@ -253,6 +255,7 @@ class SqliteBackend(Backend):
             fault = unavailable(exc, self.path)
             if fault is None:
                 raise
+            self.faults += 1
             raise fault from exc
 
     async def read(self, fn: Callable[[Any], T]) -> T:
