@@ -22,7 +22,9 @@ RETENTION = 2
 @pytest.fixture
 def keeping(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """A server that keeps finished runs for two seconds."""
-    proc = ServerProcess(tmp_path / "data", tmp_path / "server.log", args=["--retention", f"{RETENTION}s"])
+    proc = ServerProcess(
+        tmp_path / "data", tmp_path / "server.log", args=["--retention", f"{RETENTION}s", "--retention-for", "audit=1d"]
+    )
     proc.start()
     yield proc
     proc.stop()
@@ -66,6 +68,9 @@ def test_finished_runs_are_pruned_and_what_remains_stays_coherent(
     done = server.call(lambda c: c.start_run("job", {"n": 1}, env="prod", idempotency_key="once"))
     waiting = server.call(lambda c: c.start_run("job", {"n": 2}, env="prod"))
     server.wait_for(waiting["id"], {"suspended"})
+    server.call(lambda c: c.set_env("audit", v1["id"]))
+    kept = server.call(lambda c: c.start_run("job", {"n": 3}, env="audit"))
+    finish(server, kept["id"])
     finish(server, done["id"])
     server.call(lambda c: c.restart(done["id"], reason="before it goes"))  # an audited act on it
 
@@ -75,6 +80,8 @@ def test_finished_runs_are_pruned_and_what_remains_stays_coherent(
     assert "pruned by the server's retention" in pruned.json()["error"]["message"]
     assert httpx.get(f"{server.url}/v1/runs/{done['id']}/journal").status_code == 404
     assert owned_rows(server, done["id"]) == {"journal": 0, "signals": 0, "timers": 0, "run_state": 0}
+    # Runs of an environment with a longer retention stay.
+    assert server.call(lambda c: c.run(kept["id"]))["status"] == "completed"
     # The run in flight keeps everything; the audit log keeps what was done to the pruned one.
     assert server.call(lambda c: c.run(waiting["id"]))["status"] == "suspended"
     assert [e["name"] for e in server.call(lambda c: c.journal(waiting["id"]))] == ["score", "go"]
@@ -92,7 +99,8 @@ def test_finished_runs_are_pruned_and_what_remains_stays_coherent(
     assert again["id"] != done["id"]
 
     # The deployment lifecycle still works: v1 drains once its last runs end, and is removed.
-    server.call(lambda c: c.deploy(make_app("snap2", APP.replace("n * 2", "n * 3")), env="prod"))
+    v2 = server.call(lambda c: c.deploy(make_app("snap2", APP.replace("n * 2", "n * 3")), env="prod"))
+    server.call(lambda c: c.set_env("audit", v2["id"]))
     for run in (waiting, again):
         finish(server, run["id"])
     # The restarted run is on v1 too; end it.

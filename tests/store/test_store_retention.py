@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tether.core.routing import Target
 from tether.core.status import RunStatus
 from tether.errors import NotFoundError
 
@@ -76,5 +77,24 @@ def test_a_run_left_running_is_found_and_made_ready_once(store, kit, run):
         again = await kit.claim(run_id)
         assert again.run.attempt == 2
         assert again.run.last_error is not None and again.run.last_error["type"] == "AttemptLost"
+
+    run(body)
+
+
+def test_pruning_can_be_limited_to_an_environment_or_leave_some_out(store, kit, run):
+    async def body():
+        await kit.deploy("dep-a", env="prod")
+        await store.set_env(kit.tenant, "audit", [Target("dep-a", 100)], actor="alice")
+        on_prod = await _finished(kit, store, 1)
+        start = await kit.started(env="audit")
+        await store.finish_attempt(start.run.id, 1, {"outcome": "completed", "output": None})
+        later = time.time() + 1
+        assert await store.prune_finished(later, other_than=("audit",)) == 1
+        assert (await kit.get(start.run.id)).status is RunStatus.COMPLETED
+        assert await store.prune_finished(later, env="prod") == 0  # already gone
+        assert await store.prune_finished(later, env="audit") == 1
+        for run_id in (*on_prod, start.run.id):
+            with pytest.raises(NotFoundError, match="pruned"):
+                await kit.get(run_id)
 
     run(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether.server.retention import parse_duration, pass_interval
+from tether.server.retention import parse_duration, parse_override, pass_interval
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,10 @@ def test_passes_come_often_enough_and_never_busy_loop() -> None:
     assert pass_interval(2) == 1.0
     assert pass_interval(60) == 6.0
     assert pass_interval(30 * 86400) == 300.0
+
+
+def test_an_environment_override_names_the_environment_and_a_duration() -> None:
+    assert parse_override("prod=90d") == ("prod", 90 * 86400)
+    for text in ("prod", "=90d", "prod=90"):
+        with pytest.raises(ValueError, match="prod=90d|30d, 12h"):
+            parse_override(text)

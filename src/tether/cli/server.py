@@ -14,7 +14,7 @@ import uvicorn
 from tether._gc import tune_gc
 from tether.errors import BadRequestError, ConflictError
 from tether.server.app import ServerOptions, create_app
-from tether.server.retention import parse_duration
+from tether.server.retention import parse_duration, parse_override
 from tether.store import _backup, open_store
 from tether.store._datadir import lock_data_dir
 
@@ -78,6 +78,13 @@ def _tokens_exist(where: str | Path) -> bool:
     help="Prune runs this long after they end (30d, 12h, 15m, 60s): their journals, signals and state; "
     "the audit log stays. Default: keep forever.",
 )
+@click.option(
+    "--retention-for",
+    "retention_for",
+    multiple=True,
+    metavar="ENV=DURATION",
+    help="Keep the runs started through environment ENV this long instead (repeatable), e.g. prod=90d.",
+)
 @click.option("--log-level", default="warning", show_default=True, help="Server log level.")
 def server(
     data_dir: Path,
@@ -88,6 +95,7 @@ def server(
     worker_idle_timeout: float,
     allowed_hosts: tuple[str, ...],
     retention: str | None,
+    retention_for: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the tether runtime: API, scheduler, dispatcher and workers.
@@ -99,6 +107,10 @@ def server(
         keep = None if retention is None else parse_duration(retention)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retention") from None
+    try:
+        keep_for = tuple(parse_override(text) for text in retention_for)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention-for") from None
     loopback = is_loopback(host)
     if not loopback and not _tokens_exist(store_url or data_dir):
         raise click.UsageError(
@@ -137,6 +149,7 @@ def server(
             require_tokens=not loopback,
             allowed_hosts=allowed_hosts,
             retention=keep,
+            retention_for=keep_for,
         )
     )
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")

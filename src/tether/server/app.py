@@ -59,6 +59,8 @@ class ServerOptions:
     """``Host`` names answered besides the loopback names and ``runtime_url``'s host."""
     retention: float | None = None
     """Seconds a finished run is kept before it is pruned (None: kept forever)."""
+    retention_for: tuple[tuple[str, float], ...] = ()
+    """``(environment, seconds)``: the runs started through that environment are kept this long instead."""
 
 
 async def healthz(_: Request) -> Response:
@@ -110,7 +112,8 @@ def create_app(options: ServerOptions) -> Starlette:
             tracing=tracing,
         )
         runtime = Runtime(store, pool, dispatcher, notifier)
-        retention = Retention(store, options.retention) if options.retention else None
+        keep = options.retention_for
+        retention = Retention(store, options.retention, dict(keep)) if options.retention or keep else None
         meter.watch(
             lambda: {
                 "workers": len(pool.alive()),

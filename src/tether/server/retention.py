@@ -42,13 +42,32 @@ def pass_interval(retention: float) -> float:
     return min(300.0, max(1.0, retention / 10))
 
 
-class Retention:
-    """Prunes finished runs older than ``retention`` seconds, every :func:`pass_interval`."""
+def parse_override(text: str) -> tuple[str, float]:
+    """``(environment, seconds)`` of ``ENV=DURATION``.
 
-    def __init__(self, store: Store, retention: float) -> None:
-        """Prune ``store`` with this retention (seconds)."""
+    Raises:
+        ValueError: with the accepted form.
+    """
+    env, sep, duration = text.partition("=")
+    if not sep or not env.strip():
+        raise ValueError(f"{text!r} is not ENV=DURATION: write it as prod=90d")
+    return env.strip(), parse_duration(duration)
+
+
+class Retention:
+    """Prunes finished runs older than ``retention`` seconds (or their environment's own
+    retention), every :func:`pass_interval`."""
+
+    def __init__(self, store: Store, retention: float | None, overrides: dict[str, float] | None = None) -> None:
+        """Prune ``store``: runs of the environments in ``overrides`` after their own retention
+        (seconds), the others after ``retention`` (None: never)."""
         self._store = store
         self.retention = retention
+        self.overrides = dict(overrides or {})
+        periods = [p for p in (retention, *self.overrides.values()) if p is not None]
+        if not periods:
+            raise ValueError("retention needs a period: --retention or --retention-for")
+        self._shortest, self._longest = min(periods), max(periods)
         self.pruned = 0
         """Runs pruned since the server started."""
         self._task: asyncio.Task[None] | None = None
@@ -72,18 +91,27 @@ class Retention:
                 log.warning("retention waits for the store: %s", exc.message)
             except Exception:
                 log.exception("retention pass failed; trying again at the next one")
-            await asyncio.sleep(pass_interval(self.retention))
+            await asyncio.sleep(pass_interval(self._shortest))
 
     async def prune(self) -> int:
-        """One pass: prune every run that ended before now minus the retention; how many."""
-        horizon = time.time() - self.retention
+        """One pass: prune every run that ended longer ago than its retention; how many."""
+        now = time.time()
         count = 0
-        while (batch := await self._store.prune_finished(horizon)) > 0:
-            count += batch
-            await asyncio.sleep(PAUSE)
-        while await self._store.forget_pruned(horizon) > 0:
+        for env, period in self.overrides.items():
+            count += await self._prune(now - period, env=env)
+        if self.retention is not None:
+            count += await self._prune(now - self.retention, other_than=tuple(self.overrides))
+        # A tombstone outlives every retention once more: "pruned" stays answerable that long.
+        while await self._store.forget_pruned(now - self._longest) > 0:
             await asyncio.sleep(PAUSE)
         if count:
             self.pruned += count
-            log.info("retention pruned %d runs that ended before %s", count, time.ctime(horizon))
+            log.info("retention pruned %d runs", count)
+        return count
+
+    async def _prune(self, horizon: float, *, env: str | None = None, other_than: tuple[str, ...] = ()) -> int:
+        count = 0
+        while (batch := await self._store.prune_finished(horizon, env=env, other_than=other_than)) > 0:
+            count += batch
+            await asyncio.sleep(PAUSE)
         return count

@@ -10,6 +10,9 @@ dialect tricks) so every backend runs the same statements.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from tether.core.status import TERMINAL
 from tether.store._ops import Ops, _now
 from tether.store.backend import Tx
@@ -26,15 +29,33 @@ _OWNED = ("journal", "signals", "timers", "run_state")
 class RetentionOps(Ops):
     """Retention and the supervisor's reads."""
 
-    async def prune_finished(self, ended_before: float, *, limit: int = PRUNE_BATCH) -> int:
+    async def prune_finished(
+        self,
+        ended_before: float,
+        *,
+        env: str | None = None,
+        other_than: Sequence[str] = (),
+        limit: int = PRUNE_BATCH,
+    ) -> int:
         """Delete up to ``limit`` runs that ended before ``ended_before`` (oldest first) and
-        what belongs to them; leave a tombstone of each. Returns how many were pruned."""
+        what belongs to them; leave a tombstone of each. Returns how many were pruned.
+
+        Only the runs started through environment ``env`` when it is given; else only those
+        started through none of the environments ``other_than`` (or through none at all).
+        """
+        where = ""
+        params: list[Any] = []
+        if env is not None:
+            where, params = " AND env = ?", [env]
+        elif other_than:
+            where = f" AND (env IS NULL OR env NOT IN ({', '.join('?' for _ in other_than)}))"
+            params = list(other_than)
 
         def op(tx: Tx) -> int:
             rows = tx.all(
                 "SELECT id, tenant_id FROM runs WHERE completed_at IS NOT NULL AND completed_at < ? "
-                f"AND status IN ({', '.join('?' for _ in _FINISHED)}) ORDER BY completed_at LIMIT ?",
-                (ended_before, *_FINISHED, limit),
+                f"AND status IN ({', '.join('?' for _ in _FINISHED)}){where} ORDER BY completed_at LIMIT ?",
+                (ended_before, *_FINISHED, *params, limit),
             )
             if not rows:
                 return 0
