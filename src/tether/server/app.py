@@ -31,6 +31,7 @@ from tether.server.api._http import json_response, principal
 from tether.server.dispatcher import Dispatcher
 from tether.server.errors import HANDLERS
 from tether.server.metrics import Metrics
+from tether.server.retention import Retention
 from tether.server.runtime import Notifier, Runtime
 from tether.server.tracing import open_tracing
 from tether.server.workers import WorkerPool
@@ -63,6 +64,10 @@ class ServerOptions:
     """Token mode even while no token exists (the server listens beyond loopback)."""
     allowed_hosts: tuple[str, ...] = ()
     """``Host`` names answered besides the loopback names and ``runtime_url``'s host."""
+    retention: float | None = None
+    """Seconds a finished run is kept before it is pruned (None: kept forever)."""
+    retention_for: tuple[tuple[str, float], ...] = ()
+    """``(environment, seconds)``: the runs started through that environment are kept this long instead."""
 
 
 async def healthz(_: Request) -> Response:
@@ -120,6 +125,8 @@ def create_app(options: ServerOptions) -> Starlette:
             tracing=tracing,
         )
         runtime = Runtime(store, pool, dispatcher, notifier)
+        keep = options.retention_for
+        retention = Retention(store, options.retention, dict(keep)) if options.retention or keep else None
         meter.watch(
             lambda: {
                 "workers": len(pool.alive()),
@@ -127,6 +134,9 @@ def create_app(options: ServerOptions) -> Starlette:
                 "cold_starts": pool.cold_starts,
                 "attempts": dispatcher.attempts_started,
                 "timers": dispatcher.timers_fired,
+                "redispatched": dispatcher.stalled_redispatched,
+                "pruned": retention.pruned if retention is not None else 0,
+                "store_faults": store.backend.faults,
             }
         )
         store.backend.on_commit = meter.commit_transactions.observe
@@ -137,9 +147,13 @@ def create_app(options: ServerOptions) -> Starlette:
         app.state.runtime = runtime
         app.state.secret = secret
         dispatcher.start()
+        if retention is not None:
+            retention.start()
         try:
             yield
         finally:
+            if retention is not None:
+                await retention.close()
             await dispatcher.close()
             # After the dispatcher: the attempts it abandoned end their spans first.
             await tracing.close()

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from tether import _json
-from tether.errors import TetherError
+from tether.errors import StoreUnavailableError, TetherError
 
 log = logging.getLogger("tether.server")
 
@@ -23,9 +23,11 @@ def error_response(status: int, code: str, message: str, headers: Mapping[str, s
 
 
 async def tether_error(_: Request, exc: Exception) -> Response:
-    """A :class:`TetherError` answers with its own status and code."""
+    """A :class:`TetherError` answers with its own status and code (a store fault also with
+    ``Retry-After``: the client may retry, the server recovers on its own)."""
     assert isinstance(exc, TetherError)
-    return error_response(exc.status, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, StoreUnavailableError) else None
+    return error_response(exc.status, exc.code, exc.message, headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
