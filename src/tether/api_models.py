@@ -71,6 +71,15 @@ class ApiObject(BaseModel):
         """The JSON form, as the server sent it (wire names, extra fields kept)."""
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to another answer with the same fields, or — as the dict this used to be — to a
+        dict of its JSON form."""
+        if isinstance(other, dict):
+            return self.to_dict() == other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 def _field_name(model: type[BaseModel], key: str) -> str:
     for name, info in model.model_fields.items():
