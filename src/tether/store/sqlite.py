@@ -41,6 +41,11 @@ from tether.store.schema import migrate_sqlite
 log = logging.getLogger("tether.store")
 T = TypeVar("T")
 MAX_BATCH = 512
+GATHER_TURNS = 2
+"""Turns of the event loop a batch waits for more writes when fewer are queued than the last
+batch held: under load the appends of one worker frame arrive a turn or two apart, and every
+commit saved is ~0.3 ms of server CPU (W2 at 64 in flight: +7–10 %, paired runs). An idle
+server (one write at a time) never waits."""
 READERS = 4
 BUSY_TIMEOUT = 3.0
 """Seconds a transaction waits for a lock another process holds before it gives up (503)."""
@@ -162,6 +167,7 @@ class SqliteBackend(Backend):
         self._syncer = _Syncer()
         self._pending: list[_Job] = []
         self._draining = False
+        self._last_batch = 0
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="tether-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
@@ -190,7 +196,11 @@ class SqliteBackend(Backend):
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
+                if len(self._pending) < self._last_batch:
+                    for _ in range(GATHER_TURNS):
+                        await asyncio.sleep(0)
                 jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                self._last_batch = len(jobs)
                 try:
                     if self._writer_conn is None:
                         # The last fault left the connection untrusted: start afresh (off the loop:
