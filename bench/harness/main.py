@@ -1,6 +1,6 @@
 """bench/run: every workload on tether and each peer, one system at a time; writes the table.
 
-bench/run [--quick] [--only tether,restate,dbos] [--workloads 1,2,3,4,5] [--reps 3]
+bench/run [--quick] [--only tether,restate,dbos] [--workloads 1,2,3,4,5,6] [--reps 3]
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 
 from . import procs, report, workloads
 from .paths import BENCH, PEER_PYTHON, RESTATE_SERVER, RESULTS
-from .systems import RestateSystem, TetherSystem, run_dbos
+from .systems import ModelServer, RestateSystem, TetherSystem, run_dbos
 
 SYSTEMS = ("tether", "restate", "dbos")
+ALL_WORKLOADS = {1, 2, 3, 4, 5, 6}
 QUIET_BUSY = 0.10  # before each system, wait (up to --wait-quiet s) until other load is below this
 
 FULL = {
@@ -36,6 +37,11 @@ FULL = {
     "w3_sizes": [100, 1000, 10000],
     "w4_runs": 10000,
     "w4_deployments": 50,
+    "w6_runs": 500,
+    "w6_concurrency": 32,
+    "w6_warmup": 20,
+    "w6_sequential": 20,
+    "w6_delay_s": 0.02,
 }
 QUICK = {
     "w1_calls": 50,
@@ -47,6 +53,11 @@ QUICK = {
     "w3_sizes": [10, 100, 1000],
     "w4_runs": 200,
     "w4_deployments": 5,
+    "w6_runs": 32,
+    "w6_concurrency": 32,
+    "w6_warmup": 2,
+    "w6_sequential": 3,
+    "w6_delay_s": 0.02,
 }
 
 
@@ -54,7 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a result")
     parser.add_argument("--only", default=",".join(SYSTEMS), help="systems, comma-separated (tether,restate,dbos)")
-    parser.add_argument("--workloads", default="1,2,3,4,5", help="workloads, comma-separated (1..5)")
+    parser.add_argument(
+        "--workloads", default="1,2,3,4,5,6", help="workloads, comma-separated (1..6; 3 to 6 run on tether only)"
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each workload (default 3)")
     parser.add_argument("--w4-reps", type=int, default=None, help="repetitions of W4 (default: --reps)")
     parser.add_argument("--w4-runs", type=int, default=None, help="suspended runs in W4 (default 10000)")
@@ -72,7 +85,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.workload_set = {int(w) for w in args.workloads.split(",") if w.strip()}
     if unknown := set(args.systems) - set(SYSTEMS):
         parser.error(f"unknown systems {sorted(unknown)}; choose from {','.join(SYSTEMS)}")
-    if unknown_w := args.workload_set - {1, 2, 3, 4, 5}:
+    if unknown_w := args.workload_set - ALL_WORKLOADS:
         parser.error(f"unknown workloads {sorted(unknown_w)}")
     if args.wait_quiet is None:
         args.wait_quiet = 0.0 if args.quick else 120.0
@@ -111,8 +124,22 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
     for system in args.systems:
         run["background"][system] = await quiet(args.wait_quiet, log)
         if system == "tether":
-            if wl & {1, 2, 3}:
-                tether = TetherSystem(reaper, tmp / "tether-main", idle_timeout=300)
+            if wl & {1, 2, 3, 6}:
+                model: ModelServer | None = None
+                env: dict[str, str] = {}
+                if 6 in wl:
+                    # W6's agent calls the scripted model; its base URL reaches the workers through
+                    # the server's environment (PASSED_ENV).
+                    model = ModelServer(reaper, tmp / "model", delay=cfg["w6_delay_s"])
+                    try:
+                        log("tether: starting the model server for W6")
+                        await model.start()
+                        env["TETHER_MODEL_BASE_URL"] = model.url
+                    except Exception as exc:
+                        fail("w6", None, exc)
+                        model.stop()
+                        model = None
+                tether = TetherSystem(reaper, tmp / "tether-main", idle_timeout=300, env=env)
                 run["call_notes"]["tether"] = tether.call_note
                 try:
                     log("tether: starting the server")
@@ -144,12 +171,47 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                             res["w3"] = await workloads.w3_long_journal(tether, sizes=cfg["w3_sizes"], reps=reps)
                         except Exception as exc:
                             fail("w3", None, exc)
+                    if model is not None:
+                        log("tether: W6")
+                        try:
+                            res["w6"] = await workloads.w6_agents(
+                                tether,
+                                model,
+                                runs=cfg["w6_runs"],
+                                concurrency=cfg["w6_concurrency"],
+                                reps=reps,
+                                warmup=cfg["w6_warmup"],
+                                sequential=cfg["w6_sequential"],
+                            )
+                        except Exception as exc:
+                            fail("w6", None, exc)
                 except Exception as exc:
-                    for w in sorted(wl & {1, 2, 3}):
-                        if f"w{w}" not in res or "tether" not in res.get(f"w{w}", {}):
-                            fail(f"w{w}", None if w == 3 else "tether", exc)
+                    for w in sorted(wl & {1, 2, 3, 6}):
+                        if f"w{w}" not in res or (w in (1, 2) and "tether" not in res.get(f"w{w}", {})):
+                            fail(f"w{w}", None if w in (3, 6) else "tether", exc)
                 finally:
                     await tether.stop()
+                if model is not None:
+                    try:
+                        if isinstance(res.get("w6"), dict):
+                            # The same agent without tether, with tether stopped: a plain loop.
+                            log("tether: W6 baseline (the agent loop without tether)")
+                            res["w6"]["baseline"] = await workloads.w6_baseline(
+                                model,
+                                runs=cfg["w6_runs"],
+                                concurrency=cfg["w6_concurrency"],
+                                reps=reps,
+                                warmup=cfg["w6_warmup"],
+                                sequential=cfg["w6_sequential"],
+                            )
+                    except Exception as exc:
+                        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+                        print(f"bench: W6 baseline failed: {message}", file=sys.stderr)
+                        traceback.print_exc()
+                        run["errors"].append(f"tether W6 baseline: {message[:300]}")
+                        res["w6"]["baseline"] = message[:200]
+                    finally:
+                        model.stop()
             if 5 in wl:
                 log("tether: W5")
                 tether = TetherSystem(reaper, tmp / "tether-w5", idle_timeout=3)
@@ -273,7 +335,7 @@ def default_out(args: argparse.Namespace, run: dict[str, Any]) -> Path:
     stem = f"{run['date']}-{run['machine']['host'] or 'local'}"
     if args.quick:
         return BENCH / ".work" / f"quick-{stem}.md"
-    if set(args.systems) != set(SYSTEMS) or args.workload_set != {1, 2, 3, 4, 5}:
+    if set(args.systems) != set(SYSTEMS) or args.workload_set != ALL_WORKLOADS:
         stem += f"-{'+'.join(args.systems)}-w{''.join(str(w) for w in sorted(args.workload_set))}"
     return RESULTS / f"{stem}.md"
 

@@ -335,6 +335,10 @@ def render(run: dict[str, Any]) -> str:
                 add(f"| {label} | {med(deploys[key], '{:.2f}')} |")
         add("")
 
+    # W6
+    if "w6" in res:
+        _w6(res["w6"], cfg, add)
+
     add("## Targets (issues 3 and 12)")
     add("")
     add("| target | achieved | |")
@@ -434,6 +438,17 @@ def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if isinstance(w5, list) and w5:
         wake = statistics.median(w5) * 1000
         rows.append(("W5 cold wake ≤ 150 ms", f"{wake:.0f} ms", wake <= 150))
+    w6 = res.get("w6")
+    if isinstance(w6, dict) and w6.get("runs"):
+        overhead = median([r["overhead_ms_per_call"] for r in w6["runs"]]) or 0.0
+        rate = median([r["runs_per_s"] for r in w6["runs"]]) or 0.0
+        rows.append(
+            (
+                "W6 agent: overhead per model call beyond the model's own time (no target)",
+                f"{overhead:.1f} ms; {rate:.0f} runs/s",
+                None,
+            )
+        )
     w4 = res.get("w4")
     if isinstance(w4, list):
         workers = median([r["workers_idle"] for r in w4]) or 0
@@ -441,3 +456,99 @@ def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         rows.append(("W4 0 worker processes while idle", f"{workers:.0f}", workers == 0))
         rows.append(("W4 server RSS growth ≤ 2 KiB per suspended run", f"{kib:.2f} KiB", kib <= 2))
     return rows
+
+
+def _w6(w6: Any, cfg: dict[str, Any], add: Any) -> None:
+    """The W6 section: tether's agent runs beside the same loop without tether."""
+    delay_ms = cfg["w6_delay_s"] * 1000
+    add(
+        f"## W6 agents: {cfg['w6_runs']} runs of a 3-turn agent, {cfg['w6_concurrency']} in flight, "
+        f"model delay {delay_ms:.0f} ms"
+    )
+    add("")
+    if isinstance(w6, str):
+        add(f"error: {w6}")
+        add("")
+        return
+    journal = w6["journal"]
+    add(
+        f"One run journals {journal['entries']} entries: {', '.join(journal['names'])}. The model is "
+        f"`python -m tether.testing.model_server --script researcher --delay {cfg['w6_delay_s']}`; the "
+        "model's own time is measured there, per request, from the request received to the answer ready."
+    )
+    add("")
+    add(
+        "| system | in flight | runs/s | p50 ms | p99 ms | mean ms | model calls per run "
+        "| model's own time per call ms | **overhead per model call ms** | server CPU ms / run "
+        "| deployment CPU ms / run | server + deployment "
+        "| model server CPU ms / run | client CPU ms / run |"
+    )
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    notes: list[str] = []
+    baseline = w6.get("baseline")
+    plain = "plain loop (`openai` client, no tether)"
+    lines: list[tuple[str, str, Any]] = [
+        ("tether", str(cfg["w6_concurrency"]), w6["runs"]),
+        ("tether", "1", [w6["sequential"]] if "sequential" in w6 else None),
+    ]
+    if isinstance(baseline, str):
+        lines.append((plain, "", baseline))
+    elif isinstance(baseline, dict):
+        lines.append((plain, str(cfg["w6_concurrency"]), baseline["runs"]))
+        lines.append((plain, "1", [baseline["sequential"]]))
+    for label, flight, rows in lines:
+        if rows is None:
+            continue
+        if isinstance(rows, str):
+            add(f"| {label} | error: {rows} |" + " |" * 12)
+            continue
+        for row in rows:
+            if "cpu_server_ms_per_run" in row:
+                row["cpu_total_ms_per_run"] = row["cpu_server_ms_per_run"] + row.get("cpu_deployment_ms_per_run", 0.0)
+
+        def col(key: str, fmt: str = "{:.2f}", rows: list[dict[str, Any]] = rows) -> str:
+            values = [r[key] for r in rows if key in r]
+            return med(values, fmt) if values else "–"
+
+        add(
+            f"| {label} | {flight} | {col('runs_per_s', '{:.1f}')} | {col('p50_ms', '{:.1f}')} "
+            f"| {col('p99_ms', '{:.1f}')} | {col('mean_ms', '{:.1f}')} | {col('model_calls_per_run_seen', '{:.2f}')} "
+            f"| {col('model_ms')} | **{col('overhead_ms_per_call')}** | {col('cpu_server_ms_per_run')} "
+            f"| {col('cpu_deployment_ms_per_run')} | {col('cpu_total_ms_per_run')} | {col('cpu_model_ms_per_run')} "
+            f"| {col('cpu_client_ms_per_run')} |"
+        )
+        for row in rows:
+            notes.extend(f"{label}, {flight} in flight: {n}" for n in row.get("notes", []))
+        busy = [r["machine_busy"] * 100 for r in rows if "machine_busy" in r]
+        if busy and flight != "1":
+            notes.append(f"{label}: machine CPU busy during the timed runs {med(busy, '{:.0f}')} %")
+    ours = median([r["overhead_ms_per_call"] for r in w6["runs"]])
+    if isinstance(baseline, dict) and ours is not None:
+        theirs = median([r["overhead_ms_per_call"] for r in baseline["runs"]]) or 0.0
+        alone = ""
+        if "sequential" in w6:
+            one, two = w6["sequential"]["overhead_ms_per_call"], baseline["sequential"]["overhead_ms_per_call"]
+            alone = f"; one run at a time: {one - two:.1f} ms ({one:.1f} − {two:.1f} ms)"
+        add("")
+        add(
+            f"**tether's cost per model call beyond a plain agent loop, {cfg['w6_concurrency']} in flight: "
+            f"{ours - theirs:.1f} ms** ({ours:.1f} − {theirs:.1f} ms, medians){alone}."
+        )
+    add("")
+    add(
+        "Overhead per model call = (mean run latency − model calls per run × the model's own time per call) / "
+        "model calls per run, with 3 model calls per run. For tether a run's latency is one "
+        "`POST .../workflows/agent/runs?wait=` from this process, so the overhead holds: starting the run "
+        "(journal, dispatch to the worker), the 3 HTTP calls to the model from the worker (an `AsyncOpenAI` "
+        "client each, as `tether.sdk.agents` makes them), journaling 3 `llm` entries (the whole response) and "
+        "2 `step` entries (each committed — fsync, group commit — before the run goes on), "
+        "the 2 tool steps themselves, completing the run and answering; at "
+        f"{cfg['w6_concurrency']} in flight also the time each of these waits for a CPU behind the other runs "
+        "(the *1 in flight* rows, measured first, are without that). The "
+        "plain loop is the same conversation driven in this process with one `AsyncOpenAI` client and the "
+        "tools called in process, nothing journaled: its overhead is the model client's own HTTP cost (and "
+        "the same waiting for a CPU), so the difference is what tether adds to an agent."
+    )
+    for note in notes:
+        add(f"- {note}")
+    add("")

@@ -50,10 +50,18 @@ class TetherSystem:
     name = "tether"
     call_note = "HTTP: one POST .../runs?wait= (starts and waits, like Restate's ingress call)"
 
-    def __init__(self, reaper: procs.Reaper, workdir: Path, *, idle_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        reaper: procs.Reaper,
+        workdir: Path,
+        *,
+        idle_timeout: float = 300.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.reaper = reaper
         self.workdir = workdir
         self.idle_timeout = idle_timeout
+        self.env = env or {}  # extra environment of the server (its workers get what PASSED_ENV lets through)
         self.url = ""
         self.server: procs.Managed | None = None
         self.http: Http1Client | None = None
@@ -80,6 +88,7 @@ class TetherSystem:
                 str(self.idle_timeout),
             ],
             log=log,
+            env=dict(os.environ, **self.env) if self.env else None,
             stop_timeout=20.0,
         )
         pattern = re.compile(r"tether server listening on (http://\S+)")
@@ -186,6 +195,23 @@ class TetherSystem:
             raise WorkflowFailed(f"run {run['id']} {run['status']}: {run.get('error') or run.get('stuck_reason')}")
         return int(run["output"])
 
+    async def invoke_agent(self, topic: str) -> dict[str, Any]:
+        """Start the ``agent`` workflow and wait for it, in one request; the ended run."""
+        assert self.http is not None
+        status, run = await self.http.request(
+            "POST", "/v1/envs/bench/workflows/agent/runs?wait=120", {"topic": topic}, timeout=150
+        )
+        if status != 201:
+            raise WorkflowFailed(f"start agent: {status} {run}")
+        if run["status"] != "completed":
+            raise WorkflowFailed(f"run {run['id']} {run['status']}: {run.get('error') or run.get('stuck_reason')}")
+        return dict(run)
+
+    async def journal(self, run_id: str) -> list[dict[str, Any]]:
+        assert self.http is not None
+        _, answer = await self.http.request("GET", f"/v1/runs/{run_id}/journal")
+        return list(answer["entries"])
+
     async def stop(self) -> None:
         if self.http is not None:
             await self.http.aclose()
@@ -194,6 +220,69 @@ class TetherSystem:
             self.workers()
             self.reaper.stop(self.server)
             self.server = None
+
+
+# --- the scripted model (W6) -------------------------------------------------------------------
+
+
+class ModelServer:
+    """``python -m tether.testing.model_server --script researcher --delay D --timings FILE``:
+    the model of W6's agent, answering every call ``delay`` seconds late and logging, per
+    request, the time it took from the request received to the answer ready."""
+
+    def __init__(self, reaper: procs.Reaper, workdir: Path, *, delay: float) -> None:
+        self.reaper = reaper
+        self.workdir = workdir
+        self.delay = delay
+        self.timings = workdir / "model-timings.jsonl"
+        self.url = ""  # the base URL, ending in /v1
+        self.proc: procs.Managed | None = None
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "model-server.log"
+        self.proc = self.reaper.start(
+            "model server",
+            [
+                str(PROJECT / ".venv/bin/python"),
+                "-m",
+                "tether.testing.model_server",
+                "--script",
+                "researcher",
+                "--delay",
+                str(self.delay),
+                "--timings",
+                str(self.timings),
+            ],
+            log=log,
+            stop_timeout=10.0,
+        )
+        pattern = re.compile(r"model server listening on (http://\S+)")
+
+        def listening() -> bool:
+            match = pattern.search(log.read_text(errors="replace"))
+            if match:
+                self.url = match.group(1)
+            if self.proc is not None and self.proc.popen.poll() is not None:
+                raise RuntimeError(f"model server exited: see {log}")
+            return bool(match)
+
+        await until(listening, 60, "the model server to listen")
+
+    def mark(self) -> int:
+        """Where the timings file ends now: pass it to :meth:`seconds_since`."""
+        return self.timings.stat().st_size if self.timings.exists() else 0
+
+    def seconds_since(self, mark: int) -> list[float]:
+        """The model's own time of every request answered since ``mark``."""
+        with self.timings.open("rb") as timings:
+            timings.seek(mark)
+            return [float(json.loads(line)["seconds"]) for line in timings.read().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.reaper.stop(self.proc)
+            self.proc = None
 
 
 # --- Restate ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The five workloads. Every request loop is bounded in count and in time."""
+"""The six workloads. Every request loop is bounded in count and in time."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import resource
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 
 from . import procs
 from .paths import TETHER_APP
-from .systems import TetherSystem, until
+from .systems import ModelServer, TetherSystem, until
 
 
 class Invoker(Protocol):
@@ -311,3 +312,219 @@ async def w5_deploy(tether: TetherSystem, workdir: Path, *, reps: int) -> dict[s
             await tether.deploy(folder)
             seconds.append(time.perf_counter() - start)
     return times
+
+
+# --- W6 agents (tether, and a plain agent loop as the baseline) ----------------------------------
+
+AGENT_CALLS = 3  # model calls per run of the researcher agent: lookup, publish, the answer
+AGENT_TOOLS = 2
+
+
+async def _timed_lanes(
+    call: Any, *, runs: int, concurrency: int, pid_groups: dict[str, list[int]], groups_after: Any
+) -> dict[str, Any]:
+    """``runs`` calls of ``call(i)`` with ``concurrency`` in flight: each one's latency, the
+    wall time, and the CPU of every process group and of this process meanwhile."""
+    todo = iter(range(runs))
+    latencies: list[float] = []
+
+    async def lane() -> None:
+        for i in todo:
+            start = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - start)
+
+    before = {name: procs.CpuSnapshot.take(pids) for name, pids in pid_groups.items()}
+    client0 = client_cpu()
+    busy0 = procs.machine_busy_seconds()
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(lane() for _ in range(concurrency))), timeout=1800)
+    wall = time.perf_counter() - start
+    busy = procs.machine_busy_seconds() - busy0
+    client = client_cpu() - client0
+    after_groups = groups_after()
+    done = len(latencies)
+    row: dict[str, Any] = {
+        "runs": done,
+        "wall_s": wall,
+        "runs_per_s": done / wall,
+        **latency_stats(latencies),
+        "cpu_client_ms_per_run": client / done * 1000,
+        "notes": [],
+    }
+    ours = client
+    for name, pids in pid_groups.items():
+        after = procs.CpuSnapshot.take(set(pids) | set(after_groups.get(name, [])))
+        spent, lost = procs.cpu_between(before[name], after)
+        ours += spent
+        row[f"cpu_{name}_ms_per_run"] = spent / done * 1000
+        if lost:
+            row["notes"].append(f"a {name} process exited during the measurement: its CPU is missing")
+    row["foreign_cpu_s"] = max(0.0, busy - ours)
+    row["machine_busy"] = busy / wall / (os.cpu_count() or 1)
+    return row
+
+
+def _overhead(row: dict[str, Any], model_times: list[float], runs: int) -> None:
+    """Add the model's own time (measured at the model server) and the overhead per model call:
+    (mean run latency - model calls per run x mean model time) / model calls per run."""
+    calls = len(model_times) / runs
+    model_ms = sum(model_times) / len(model_times) * 1000
+    row["model_calls_per_run_seen"] = calls
+    row["model_ms"] = model_ms
+    row["overhead_ms_per_call"] = (row["mean_ms"] - AGENT_CALLS * model_ms) / AGENT_CALLS
+
+
+async def w6_agents(
+    tether: TetherSystem,
+    model: ModelServer,
+    *,
+    runs: int,
+    concurrency: int,
+    reps: int,
+    warmup: int,
+    sequential: int,
+) -> dict[str, Any]:
+    """``runs`` runs of the 3-turn ``agent`` workflow, ``concurrency`` in flight, per repetition:
+    runs/s, latency, CPU per run and tether's overhead per model call beyond the model's own time;
+    before them, ``sequential`` runs one at a time (the same measures without queueing)."""
+    for i in range(warmup):
+        await tether.invoke_agent(f"warm-up {i}")
+    # What one run journals: the workload is what it claims (3 model calls, 2 tool steps).
+    sample = await tether.invoke_agent("tides")
+    output = sample["output"]
+    if not (output.get("published") is True and len(output.get("findings", [])) == 2):
+        raise WorkflowCheckFailed(f"workload 6: the agent answered {output}")
+    entries = await tether.journal(str(sample["id"]))
+    kinds: dict[str, int] = {}
+    for entry in entries:
+        kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    journal = {
+        "entries": len(entries),
+        "kinds": kinds,
+        "names": [f"{e['kind']} {e['name']}" for e in entries],
+    }
+    if kinds.get("llm") != AGENT_CALLS or kinds.get("step") != AGENT_TOOLS:
+        raise WorkflowCheckFailed(
+            f"workload 6: one run journaled {journal['names']}, not {AGENT_CALLS} llm + {AGENT_TOOLS} step entries"
+        )
+
+    async def one(i: int) -> None:
+        run = await tether.invoke_agent(f"topic {i}")
+        if run["output"].get("published") is not True:
+            raise WorkflowCheckFailed(f"workload 6: run {run['id']} answered {run['output']}")
+
+    async def measure(runs: int, concurrency: int) -> dict[str, Any]:
+        groups = tether.pid_groups()
+        assert model.proc is not None
+        groups["model"] = [model.proc.pid]
+        mark = model.mark()
+        row = await _timed_lanes(
+            one, runs=runs, concurrency=concurrency, pid_groups=groups, groups_after=tether.pid_groups
+        )
+        _overhead(row, model.seconds_since(mark), runs)
+        return row
+
+    # One at a time first: the overhead without waiting for a CPU behind other runs.
+    alone = await measure(sequential, 1)
+    results = [await measure(runs, concurrency) for _ in range(reps)]
+    return {"runs": results, "sequential": alone, "journal": journal}
+
+
+BASELINE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Find what is known about a topic.",
+            "parameters": {
+                "properties": {"topic": {"title": "Topic", "type": "string"}},
+                "required": ["topic"],
+                "type": "object",
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "publish",
+            "description": "Publish a summary on the team's page.",
+            "parameters": {
+                "properties": {"summary": {"title": "Summary", "type": "string"}},
+                "required": ["summary"],
+                "type": "object",
+            },
+        },
+    },
+]
+
+
+async def w6_baseline(
+    model: ModelServer, *, runs: int, concurrency: int, reps: int, warmup: int, sequential: int
+) -> dict[str, Any]:
+    """The same agent without tether: the 3-call loop driven in this process with the official
+    ``openai`` client (one ``AsyncOpenAI``, as a plain agent would keep), ``concurrency`` in flight,
+    the tools called in process. Nothing is journaled."""
+    import openai
+
+    tools = {
+        "lookup": lambda topic: [f"{topic}: a survey", f"{topic}: open problems"],
+        "publish": lambda summary: f"published {len(summary)} characters",
+    }
+    from pydantic import BaseModel
+
+    class Report(BaseModel):  # the bench app's Report: its schema is sent like tether's agent sends it
+        topic: str
+        findings: list[str]
+        published: bool
+
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": Report.model_json_schema()}}
+    client = openai.AsyncOpenAI(base_url=model.url, api_key="unset", max_retries=0, timeout=120)
+
+    async def agent(topic: str) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = [
+            {
+                "role": "system",
+                "content": "Look the topic up with lookup, then publish a summary with publish, then report.",
+            },
+            {"role": "user", "content": f'Research this: {{"topic": "{topic}"}}'},
+        ]
+        for _ in range(10):
+            response = await client.chat.completions.create(
+                model="researcher",
+                messages=messages,  # type: ignore[arg-type]
+                tools=BASELINE_TOOLS,  # type: ignore[arg-type]
+                extra_body={"response_format": response_format},
+            )
+            message = response.choices[0].message
+            if not message.tool_calls:
+                return dict(json.loads(message.content or "{}"))
+            messages.append(message.model_dump(mode="json", exclude_unset=True))
+            for call in message.tool_calls:
+                result = tools[call.function.name](**json.loads(call.function.arguments))
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
+        raise WorkflowCheckFailed("workload 6 baseline: no final answer within 10 model calls")
+
+    async def one(i: int) -> None:
+        answer = await agent(f"topic {i}")
+        if answer.get("published") is not True:
+            raise WorkflowCheckFailed(f"workload 6 baseline: the agent answered {answer}")
+
+    async def measure(runs: int, concurrency: int) -> dict[str, Any]:
+        assert model.proc is not None
+        groups = {"model": [model.proc.pid]}
+        mark = model.mark()
+        row = await _timed_lanes(one, runs=runs, concurrency=concurrency, pid_groups=groups, groups_after=dict)
+        _overhead(row, model.seconds_since(mark), runs)
+        return row
+
+    async with client:
+        for i in range(warmup):
+            await one(i)
+        alone = await measure(sequential, 1)
+        results = [await measure(runs, concurrency) for _ in range(reps)]
+    return {"runs": results, "sequential": alone}
+
+
+class WorkflowCheckFailed(RuntimeError):
+    pass

@@ -45,3 +45,41 @@ async def idle(ctx: tether.Context) -> int:
     """Workloads 4 and 5: wait for a signal, then one step."""
     await ctx.signal("go")
     return await ctx.step(work, VARIANT)
+
+
+# --- Workload 6: an agent ---------------------------------------------------------------------
+
+
+class Report(BaseModel):
+    topic: str
+    findings: list[str]
+    published: bool
+
+
+@app.tool
+async def lookup(topic: str) -> list[str]:
+    """Find what is known about a topic."""
+    return [f"{topic}: a survey", f"{topic}: open problems"]
+
+
+@app.tool
+async def publish(summary: str) -> str:
+    """Publish a summary on the team's page."""
+    return f"published {len(summary)} characters"
+
+
+researcher = app.agent(
+    "researcher",
+    model=tether.Model("openai:researcher"),
+    instructions="Look the topic up with lookup, then publish a summary with publish, then report.",
+    tools=[lookup, publish],
+    output_type=Report,
+)
+
+
+@app.workflow
+async def agent(ctx: tether.Context, topic: str) -> Report:
+    """Workload 6: a 3-turn agent (model, lookup, model, publish, model) against the scripted
+    model server's ``researcher``."""
+    report: Report = await ctx.agent(researcher, f'Research this: {{"topic": "{topic}"}}')
+    return report

@@ -1,10 +1,17 @@
 """A small OpenAI-compatible chat-completions server that answers from a script.
 
 Examples and tests use it so that agents run offline, through tether's real HTTP model
-client. Run it with ``python -m tether.testing.model_server [--port P] [--log FILE]``; it
-prints ``model server listening on http://127.0.0.1:P/v1`` and serves
-``POST /v1/chat/completions``. Every request it receives is appended to ``--log`` as one JSON
-line, so a test can check exactly what a model was shown.
+client. Run it with ``python -m tether.testing.model_server [--port P] [--log FILE]
+[--delay SECONDS] [--timings FILE]``; it prints ``model server listening on
+http://127.0.0.1:P/v1`` and serves ``POST /v1/chat/completions``. Every request it receives is
+appended to ``--log`` as one JSON line, so a test can check exactly what a model was shown.
+
+``--delay SECONDS`` makes every answer wait that long first (``asyncio.sleep``, so concurrent
+requests overlap, like a real model's latency); the benchmark's agent workload uses 0.02.
+Every answer says how long the model server took for it, from the request received to the
+answer ready, in the ``x-model-seconds`` header; with ``--timings FILE`` each request also
+appends ``{"received": UNIX_TIME, "seconds": S}`` as one line to that file, so a benchmark can
+subtract the model's own time from what it measured.
 
 Scripts: ``researcher`` calls every tool it is offered once and reports (see
 :func:`researcher`); ``fraud-judge`` (the default) plays a careful reviewer: given a transaction it calls the first
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import itertools
 import json
 import re
@@ -142,12 +150,30 @@ def researcher(request: dict[str, Any]) -> dict[str, Any]:
 SCRIPTS: dict[str, Script] = {"fraud-judge": fraud_judge, "researcher": researcher}
 
 
-def create_model_app(script: Script, *, log: Path | None = None) -> Starlette:
-    """The ASGI app answering chat completions with ``script``."""
+def create_model_app(
+    script: Script, *, log: Path | None = None, delay: float = 0.0, timings: Path | None = None
+) -> Starlette:
+    """The ASGI app answering chat completions with ``script``, each answer ``delay`` seconds
+    late; the time each request took is in its ``x-model-seconds`` header and, with
+    ``timings``, appended to that file."""
+    if delay < 0:
+        raise ValueError(f"delay must be 0 or more seconds, not {delay}")
     ids = itertools.count(1)
 
     async def completions(request: Request) -> JSONResponse:
+        received, started = time.time(), time.perf_counter()
+        response = await answer(request)
+        seconds = time.perf_counter() - started
+        response.headers["x-model-seconds"] = f"{seconds:.6f}"
+        if timings is not None:
+            with timings.open("a") as out:
+                out.write(json.dumps({"received": received, "seconds": round(seconds, 6)}) + "\n")
+        return response
+
+    async def answer(request: Request) -> JSONResponse:
         body = await request.json()
+        if delay:
+            await asyncio.sleep(delay)
         if log is not None:
             with log.open("a") as out:
                 out.write(json.dumps(body, sort_keys=True) + "\n")
@@ -189,14 +215,35 @@ def main(argv: list[str] | None = None) -> int:
         "gets that script)",
     )
     parser.add_argument("--log", type=Path, default=None, help="append every request to this JSONL file")
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before every answer (concurrent requests overlap; default 0)",
+    )
+    parser.add_argument(
+        "--timings",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='append {"received": UNIX_TIME, "seconds": S} per request to this JSONL file',
+    )
     args = parser.parse_args(argv)
+    if args.delay < 0:
+        parser.error(f"--delay must be 0 or more seconds, not {args.delay}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     print(f"model server listening on http://127.0.0.1:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
     default = SCRIPTS[args.script]
-    app = create_model_app(lambda body: SCRIPTS.get(str(body.get("model")), default)(body), log=args.log)
+    app = create_model_app(
+        lambda body: SCRIPTS.get(str(body.get("model")), default)(body),
+        log=args.log,
+        delay=args.delay,
+        timings=args.timings,
+    )
     uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
     return 0
 
