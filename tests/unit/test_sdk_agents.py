@@ -228,3 +228,27 @@ def test_misuse_is_refused_with_what_to_do_instead() -> None:
     assert "takes the context, so it is not a step" in result.error["message"]
     with pytest.raises(ValueError, match="provider"):
         tether.Model("anthropic:claude")
+
+
+def test_model_calls_share_one_ssl_context(model: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the client's SSL context loads the CA bundle (tens of ms of CPU): once per
+    process, not once per model call."""
+    import httpcore2  # where the openai client's HTTP library builds its default SSL context
+
+    from tether.sdk import agents
+
+    built: list[object] = []
+    real = httpcore2.default_ssl_context
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(object())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(httpcore2, "default_ssl_context", counted)
+    agents._ssl_context.cache_clear()
+    model.script = two_turns
+    app, _, _ = calculator_app(model.url)
+    for _ in range(2):
+        result = asyncio.run(WorkflowHarness(app).run("compute", {"prompt": "2 + 3?"}))
+        assert (result.outcome, result.output) == ("completed", {"total": 5})
+    assert len(model.requests) == 4 and len(built) == 1

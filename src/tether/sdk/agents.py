@@ -11,6 +11,7 @@ journal entry, so a run can never read its history through a different manual un
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,16 @@ class ModelUnavailableError(Exception):
     """The model's API answered 429 or 5xx, or could not be reached: the call is retried."""
 
 
+@functools.cache
+def _ssl_context() -> Any:
+    """The SSL context the ``openai`` client would build (its HTTP library's default), built once
+    per process: building it loads the CA bundle, tens of milliseconds of CPU, which a new client
+    per model call would otherwise pay on every call (benchmark W6)."""
+    import httpx2  # the openai client's HTTP library
+
+    return httpx2.create_ssl_context()
+
+
 async def complete(model: Model, request: dict[str, Any]) -> dict[str, Any]:
     """One chat-completions call through the official ``openai`` client; the response as JSON.
 
@@ -97,6 +108,7 @@ async def complete(model: Model, request: dict[str, Any]) -> dict[str, Any]:
         api_key=key or "unset",
         timeout=model.timeout,
         max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(verify=_ssl_context()),
     )
     body = {k: v for k, v in request.items() if k not in ("model", "messages")}
     try:
