@@ -64,14 +64,16 @@ def test_every_answer_waits_the_delay_and_reports_its_own_time(slow_model: tuple
         async with httpx.AsyncClient(timeout=30) as http:
             return list(await asyncio.gather(*(one(http) for _ in range(4))))
 
+    # asyncio may wake a sleeper up to a clock tick early: a lower bound with that much slack.
+    at_least = DELAY - 0.005
     answers = asyncio.run(four())
     for took, response in answers:
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
         assert took >= DELAY  # a lower bound: the delay was applied
-        assert float(response.headers["x-model-seconds"]) >= DELAY
+        assert float(response.headers["x-model-seconds"]) >= at_least
     lines = [json.loads(line) for line in timings.read_text().splitlines()]
-    assert len(lines) == 4 and all(line["seconds"] >= DELAY for line in lines)
+    assert len(lines) == 4 and all(line["seconds"] >= at_least for line in lines)
     # The requests were in the server together: each arrived before the first one was answered.
     first = min(lines, key=lambda line: line["received"])
     assert all(line["received"] < first["received"] + first["seconds"] for line in lines)
