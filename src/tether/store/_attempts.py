@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tether.core.appends import Start, Verdict, judge, outcome_status, plan_wait, refusal
 from tether.core.journal import EntryKind
 from tether.core.routing import draw
 from tether.core.status import RunStatus
 from tether.errors import FencedError, NotFoundError
 from tether.protocol import Completion, ErrorInfo, NewEntry
-from tether.store._ops import CANCELLED, MAX_INDEX, REPLAY_COLUMNS_SQL, Ops, _now
+from tether.store._ops import CANCELLED, MAX_INDEX, REPLAY_COLUMNS_SQL, RUN, Ops, _checked, _now
 from tether.store.backend import Tx
 from tether.store.records import (
     AppendResult,
@@ -39,17 +40,21 @@ class AttemptOps(Ops):
         """
 
         def claim(tx: Tx) -> list[tuple[Run, Deployment]]:
+            # Several nodes claim at once: each takes rows no other holds (SKIP LOCKED).
             ready = tx.all(
-                "SELECT id FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?",
+                "SELECT id, status FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?"
+                + self.backend.skip_locked,
                 (now, limit),
             )
             claimed = []
             deployments: dict[tuple[str, str], Deployment] = {}
+            lease = _now() + self.lease_timeout
             for row in ready:
+                _checked(row["status"], RunStatus.RUNNING)
                 tx.execute(
-                    "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ? "
-                    "WHERE id = ?",
-                    (_now(), row["id"]),
+                    "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ?, "
+                    "lease_owner = ?, lease_expires = ? WHERE id = ?",
+                    (_now(), self.node_id, lease, row["id"]),
                 )
                 run = Run.from_row(self._run_row(tx, None, row["id"]))
                 key = (run.tenant_id, run.deployment_id)
@@ -126,9 +131,15 @@ class AttemptOps(Ops):
         return await self.backend.read(op)
 
     def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
+        """The run's row (locked where several nodes write), if ``attempt`` is its current
+        attempt and this node holds its lease.
+
+        Raises:
+            FencedError: the attempt is stale, or the lease is another node's or has lapsed.
+        """
         row = tx.one(
-            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested FROM runs "
-            "WHERE id = ?",
+            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested, lease_owner, "
+            "lease_expires FROM runs WHERE id = ?" + self.backend.for_update,
             (run_id,),
         )
         if row is None:
@@ -137,6 +148,11 @@ class AttemptOps(Ops):
         if row["attempt"] != attempt or row["status"] != RunStatus.RUNNING or row["ready_at"] is not None:
             raise FencedError(
                 f"run {run_id} is {row['status']} at attempt {row['attempt']}; attempt {attempt} may not append"
+            )
+        if row["lease_owner"] != self.node_id or row["lease_expires"] < _now():
+            raise FencedError(
+                f"node {self.node_id} does not hold the lease of run {run_id} (held by {row['lease_owner']}): "
+                f"attempt {attempt} may not append"
             )
         return row
 
@@ -213,19 +229,14 @@ class AttemptOps(Ops):
             )
             if not inserted:
                 # The index is taken: an identical duplicate is acknowledged, anything else refused.
-                existing = tx.one(
+                row = tx.one(
                     "SELECT kind, name, args_digest FROM journal WHERE run_id = ? AND idx = ?", (run_id, index)
                 )
-                assert existing is not None
-                if (existing["kind"], existing["name"], existing["args_digest"]) != (
-                    kind,
-                    entry["name"],
-                    entry["args_digest"],
-                ):
-                    raise FencedError(
-                        f"entry {index} already holds {existing['kind']} {existing['name']}; "
-                        f"refusing {kind} {entry['name']}"
-                    )
+                assert row is not None
+                existing = (row["kind"], row["name"], row["args_digest"])
+                new = (kind, entry["name"], entry["args_digest"])
+                if judge(existing, new) is Verdict.REFUSE:
+                    raise FencedError(refusal(index, existing, new))
                 continue
             if kind == EntryKind.STATE:
                 tx.execute(
@@ -244,36 +255,37 @@ class AttemptOps(Ops):
     def _start_waiting(
         self, tx: Tx, run: Row, index: int, kind: str, name: str, args: Any, now: float
     ) -> Completion | None:
-        args = args or {}
-        if run["cancel_requested"]:
-            # A cancelled run's waits fail at once: the code sees RunCancelledError and may clean up.
-            self._complete_entry(tx, run["id"], index, None, CANCELLED, now)
-            return {"index": index, "result": None, "error": CANCELLED}
-        if kind == EntryKind.SLEEP:
-            seconds = float(args.get("seconds", 0))
-            if seconds <= 0:
-                self._complete_entry(tx, run["id"], index, None, None, now)
-                return {"index": index, "result": None, "error": None}
-            tx.execute("INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)", (run["id"], index, now + seconds))
-            return None
-        if kind == EntryKind.SIGNAL:
+        buffered = None
+        if kind == EntryKind.SIGNAL and not run["cancel_requested"]:
             buffered = tx.one(
                 "SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND consumed_index IS NULL "
                 "ORDER BY id LIMIT 1",
                 (run["id"], name),
             )
-            if buffered is not None:
-                tx.execute("UPDATE signals SET consumed_index = ? WHERE id = ?", (index, buffered["id"]))
-                payload = _loads(buffered["payload"])
-                self._complete_entry(tx, run["id"], index, payload, None, now)
-                return {"index": index, "result": payload, "error": None}
-            if args.get("timeout") is not None:
-                tx.execute(
-                    "INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)",
-                    (run["id"], index, now + float(args["timeout"])),
-                )
+        plan = plan_wait(kind, args, cancelling=bool(run["cancel_requested"]), signal_buffered=buffered is not None)
+        if plan.start is Start.CANCELLED:
+            # A cancelled run's waits fail at once: the code sees RunCancelledError and may clean up.
+            self._complete_entry(tx, run["id"], index, None, CANCELLED, now)
+            return {"index": index, "result": None, "error": CANCELLED}
+        if plan.start is Start.COMPLETE:
+            self._complete_entry(tx, run["id"], index, None, None, now)
+            return {"index": index, "result": None, "error": None}
+        if plan.start is Start.TAKE_SIGNAL:
+            assert buffered is not None
+            tx.execute("UPDATE signals SET consumed_index = ? WHERE id = ?", (index, buffered["id"]))
+            payload = _loads(buffered["payload"])
+            self._complete_entry(tx, run["id"], index, payload, None, now)
+            return {"index": index, "result": payload, "error": None}
+        if plan.start is Start.TIMER:
+            assert plan.delay is not None
+            tx.execute(
+                "INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)", (run["id"], index, now + plan.delay)
+            )
             return None
-        if kind == EntryKind.CHILD:
+        if plan.start is Start.WAIT:
+            return None
+        if plan.start is Start.CHILD:
+            args = args or {}
             self._insert_run(
                 tx,
                 f"{run['id']}.{index}",
@@ -300,20 +312,19 @@ class AttemptOps(Ops):
 
         def op(tx: Tx) -> Run | None:
             try:
-                self._check_attempt(tx, run_id, attempt)
+                current = self._check_attempt(tx, run_id, attempt)
             except FencedError:
                 return None
             now = _now()
             kind = outcome["outcome"]
+            target = outcome_status(outcome, cancel_requested=bool(current["cancel_requested"]))
+            _checked(current["status"], target)
+            if target is RunStatus.STUCK:
+                self.backend.publish(tx, RUN, run_id)
             if kind == "completed":
                 self._terminate(tx, run_id, RunStatus.COMPLETED, now, output=outcome.get("output"))
             elif kind == "failed":
-                error = outcome.get("error") or {}
-                cancelled = (
-                    error.get("type") == "RunCancelledError" and self._run_row(tx, None, run_id)["cancel_requested"]
-                )
-                status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
-                self._terminate(tx, run_id, status, now, error=error)
+                self._terminate(tx, run_id, target, now, error=outcome.get("error") or {})
             elif kind == "mismatch":
                 tx.execute(
                     "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
@@ -350,8 +361,6 @@ class AttemptOps(Ops):
                     self._terminate(tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following})
                 else:
                     self._terminate(tx, run_id, RunStatus.FAILED, now, error=following)
-            else:
-                raise ValueError(f"unknown attempt outcome {kind!r}")
             return Run.from_row(self._run_row(tx, None, run_id))
 
         return await self.backend.write(op)
@@ -384,12 +393,17 @@ class AttemptOps(Ops):
         """
 
         def op(tx: Tx) -> int:
+            # Every node fires timers: each takes those no other holds, so a timer fires once.
             due = tx.all(
                 "SELECT t.run_id, t.idx, j.kind, j.name FROM timers t JOIN journal j "
-                "ON j.run_id = t.run_id AND j.idx = t.idx WHERE t.fire_at <= ? ORDER BY t.fire_at LIMIT ?",
+                "ON j.run_id = t.run_id AND j.idx = t.idx WHERE t.fire_at <= ? ORDER BY t.fire_at LIMIT ?"
+                + self.backend.skip_locked,
                 (now, limit),
             )
             for row in due:
+                if self.backend.shared:
+                    # Before the entry completes, as _terminate does for a parent's entry.
+                    self._locked_run(tx, None, row["run_id"])
                 if row["kind"] == EntryKind.SIGNAL:
                     error: ErrorInfo = {"type": "SignalTimeout", "message": f"no signal {row['name']!r} in time"}
                     self._complete_entry(tx, row["run_id"], row["idx"], None, error, now)

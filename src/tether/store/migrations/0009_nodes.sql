@@ -1,0 +1,18 @@
+-- Several nodes on one database: the node whose attempt a running run is in (its lease) and
+-- until when the lease holds unless renewed; a node whose lease lapses loses the run to
+-- another node, which gives it a new attempt. Appends are fenced by attempt and lease.
+ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+ALTER TABLE runs ADD COLUMN lease_expires REAL;
+CREATE INDEX runs_leased ON runs (lease_expires) WHERE status = 'running';
+
+-- The nodes serving this database, each renewing its heartbeat (and its leases) while alive.
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    lease_timeout REAL NOT NULL,
+    workers TEXT
+)
