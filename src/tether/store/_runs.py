@@ -579,17 +579,24 @@ class RunOps(Ops):
     async def recover(self) -> int:
         """After a restart: every run whose attempt was in flight gets a new attempt now.
 
-        On a database several nodes share, only the runs no live node holds: those whose
-        lease lapsed (or that have none); the others stay with their nodes.
+        On a database several nodes share, only the runs no other live node holds: this
+        node's own (a restart under the same ``--node-id``), and those whose lease lapsed or
+        that have none; the others stay with their nodes.
         """
 
         def op(tx: Tx) -> int:
             now = _now()
-            shared = " AND (lease_owner IS NULL OR lease_expires < ?)" if self.backend.shared else ""
+            if not self.backend.shared:
+                return tx.execute(
+                    "UPDATE runs SET ready_at = ?, lease_owner = NULL, updated_at = ? "
+                    "WHERE status = 'running' AND ready_at IS NULL",
+                    (now, now),
+                )
             return tx.execute(
                 "UPDATE runs SET ready_at = ?, lease_owner = NULL, updated_at = ? "
-                "WHERE status = 'running' AND ready_at IS NULL" + shared,
-                (now, now, now) if shared else (now, now),
+                "WHERE status = 'running' AND ready_at IS NULL "
+                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)",
+                (now, now, self.node_id, now),
             )
 
         return await self.backend.write(op)
