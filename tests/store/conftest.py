@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from tests._postgres import fresh_schema, postgres_url
 from tether.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -38,37 +39,6 @@ def _kinds() -> list[str]:
     if os.environ.get("TETHER_TEST_POSTGRES_URL") or os.environ.get("CI") == "true":
         return ["sqlite", "postgres"]
     return ["sqlite"]
-
-
-def postgres_url() -> str:
-    """The PostgreSQL the tests use (``scripts/postgres start`` prints it); fails loudly without."""
-    url = os.environ.get("TETHER_TEST_POSTGRES_URL")
-    if not url:
-        pytest.fail(
-            "the PostgreSQL tests need TETHER_TEST_POSTGRES_URL: run them through scripts/test, or "
-            "export TETHER_TEST_POSTGRES_URL=$(scripts/postgres start)",
-            pytrace=False,
-        )
-    return url
-
-
-def fresh_schema(url: str) -> tuple[str, Callable[[], None]]:
-    """A new empty schema on ``url``'s database: a URL whose connections use it, and a function
-    dropping it. Each test gets its own, so tests never see each other's rows."""
-    import secrets
-
-    import psycopg
-
-    name = "t_" + secrets.token_hex(6)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    joiner = "&" if "?" in url else "?"
-
-    def drop() -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-    return f"{url}{joiner}options=-csearch_path%3D{name}", drop
 
 
 @pytest.fixture(params=_kinds())

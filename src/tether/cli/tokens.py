@@ -212,3 +212,22 @@ def list_tenants(settings: Settings, data_dir: Path | None) -> None:
     for t in found:
         table.add_row(t["id"], str(t["tokens"]), when(t["created_at"]), t["created_by"])
     console.print(table)
+
+
+@click.command()
+@pass_settings
+def nodes(settings: Settings) -> None:
+    """The nodes serving the store (several share one PostgreSQL): alive or not, the runs whose
+    leases each holds, and its workers (operator only)."""
+    found = call(settings, lambda c: c.nodes())
+    if settings.as_json:
+        emit_json(found)
+        return
+    table = Table("node", "url", "alive", "leases", "workers", "heartbeat", "started")
+    for n in found:
+        alive = ("yes" if n["alive"] else "no (lease lapsed)") + (" (this one)" if n["self"] else "")
+        workers = "-" if n["workers"] is None else str(n["workers"].get("alive", "-"))
+        table.add_row(
+            n["id"], n["url"], alive, str(n["leases"]), workers, when(n["heartbeat_at"]), when(n["started_at"])
+        )
+    console.print(table)
