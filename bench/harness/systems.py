@@ -50,10 +50,17 @@ class TetherSystem:
     name = "tether"
     call_note = "HTTP: one POST .../runs?wait= (starts and waits, like Restate's ingress call)"
 
-    def __init__(self, reaper: procs.Reaper, workdir: Path, *, idle_timeout: float = 300.0) -> None:
+    def __init__(
+        self, reaper: procs.Reaper, workdir: Path, *, idle_timeout: float = 300.0, store: str | None = None
+    ) -> None:
         self.reaper = reaper
         self.workdir = workdir
         self.idle_timeout = idle_timeout
+        self.store = store
+        """A ``postgresql://`` store URL (tether-pg); None: SQLite in the data dir."""
+        if store is not None:
+            self.name = "tether-pg"
+            self.call_note = self.call_note + "; store: PostgreSQL (scripts/postgres, fsync on, one node)"
         self.url = ""
         self.server: procs.Managed | None = None
         self.http: Http1Client | None = None
@@ -78,6 +85,7 @@ class TetherSystem:
                 "FULL",
                 "--worker-idle-timeout",
                 str(self.idle_timeout),
+                *(["--store", self.store] if self.store else []),
             ],
             log=log,
             stop_timeout=20.0,
