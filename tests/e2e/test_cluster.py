@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -155,6 +156,21 @@ def test_runs_started_on_any_node_complete_and_a_signal_to_another_node_wakes_th
     nodes = a.call(lambda c: c.nodes())
     assert [(n["id"], n["alive"], n["self"]) for n in nodes] == [("a", True, True), ("b", True, False)]
 
+    # The first token, made straight in the shared store, puts every node in token mode.
+    made = subprocess.run(
+        [sys.executable, "-m", "tether", "tokens", "create", "--store", cluster.url, "--scope", "operator"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = made.stdout.strip().splitlines()[0]
+    deadline = time.monotonic() + 30
+    while httpx.get(b.url + "/v1/nodes", timeout=5).status_code != 401:
+        assert time.monotonic() < deadline, "node b never noticed the token"
+        time.sleep(0.1)
+    answer = httpx.get(b.url + "/v1/nodes", headers={"authorization": f"Bearer {token}"}, timeout=5)
+    assert answer.status_code == 200 and {n["id"] for n in answer.json()["nodes"]} == {"a", "b"}
+
 
 def test_a_timer_fires_once_across_three_nodes(cluster: Cluster, make_app: Callable[..., Path]) -> None:
     nodes = [cluster.node(name, lease=10) for name in ("a", "b", "c")]
@@ -225,6 +241,7 @@ def test_a_node_stopped_past_its_lease_cannot_append_when_it_comes_back(
     while cluster.effects_count()[f"{run_id}:0"] == 0:
         assert time.monotonic() < deadline, "the step never started on node a"
         time.sleep(0.02)
+    assert b.call(lambda c: c.run(run_id))["node"] == "a"  # any node says which node runs it
     assert a.process is not None
     a.process.send_signal(signal.SIGSTOP)
     try:
@@ -248,6 +265,7 @@ def test_a_node_stopped_past_its_lease_cannot_append_when_it_comes_back(
     assert [(e["result"], e["attempt"]) for e in journal] == [(f"{run_id}:0", 2)], journal
     assert cluster.effects_count()[f"{run_id}:0"] == 2  # node a did run it: its append was fenced
     assert cluster.result(a, run_id)["status"] == "completed"
+    assert cluster.result(a, run_id)["node"] is None
 
 
 def _restart_postgres() -> None:

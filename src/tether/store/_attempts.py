@@ -149,7 +149,8 @@ class AttemptOps(Ops):
             raise FencedError(
                 f"run {run_id} is {row['status']} at attempt {row['attempt']}; attempt {attempt} may not append"
             )
-        if row["lease_owner"] != self.node_id or row["lease_expires"] < _now():
+        # One node owns a SQLite store (the data directory's lock): there a lease cannot lapse.
+        if row["lease_owner"] != self.node_id or (self.backend.shared and row["lease_expires"] < _now()):
             raise FencedError(
                 f"node {self.node_id} does not hold the lease of run {run_id} (held by {row['lease_owner']}): "
                 f"attempt {attempt} may not append"

@@ -123,8 +123,8 @@ class Ops:
         now = _now()
         tx.execute(
             "INSERT INTO runs (id, tenant_id, deployment_id, workflow, env, status, input, attempt, ready_at, "
-            "parent_run_id, parent_index, idempotency_key, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "parent_run_id, parent_index, idempotency_key, created_at, updated_at, lease_owner, lease_expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 tenant_id,
@@ -140,14 +140,11 @@ class Ops:
                 idempotency_key,
                 now,
                 now,
+                self.node_id if start_attempt else None,
+                now + self.lease_timeout if start_attempt else None,
             ),
         )
-        if start_attempt:
-            tx.execute(
-                "UPDATE runs SET lease_owner = ?, lease_expires = ? WHERE id = ?",
-                (self.node_id, now + self.lease_timeout, run_id),
-            )
-        else:
+        if not start_attempt:
             self.backend.publish(tx, READY)
         row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
         assert row is not None

@@ -102,7 +102,8 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
 
         A run whose node stopped renewing its lease (it died, hung, or lost the database) is
         made ready, so some node (maybe this one) gives it a new attempt that replays its
-        journal. Nodes gone for ten lease timeouts are forgotten.
+        journal. Nodes gone for ten lease timeouts are forgotten. On a store only one node
+        uses (SQLite), only the heartbeat is recorded.
 
         Returns:
             How many runs were taken over.
@@ -114,6 +115,9 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
                 "UPDATE nodes SET heartbeat_at = ?, workers = ? WHERE id = ?",
                 (now, None if workers is None else json.dumps(workers), self.node_id),
             )
+            if not self.backend.shared:
+                # One node owns a SQLite store: its leases need no renewal, nobody takes them over.
+                return 0
             tx.execute(
                 "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running' AND ready_at IS NULL",
                 (now + self.lease_timeout, self.node_id),

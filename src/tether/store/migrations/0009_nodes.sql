@@ -1,9 +1,10 @@
 -- Several nodes on one database: the node whose attempt a running run is in (its lease) and
 -- until when the lease holds unless renewed; a node whose lease lapses loses the run to
 -- another node, which gives it a new attempt. Appends are fenced by attempt and lease.
+-- (PostgreSQL's version also indexes the leases of running runs, which its nodes' heartbeats
+-- scan; SQLite has one node, which never scans them.)
 ALTER TABLE runs ADD COLUMN lease_owner TEXT;
 ALTER TABLE runs ADD COLUMN lease_expires REAL;
-CREATE INDEX runs_leased ON runs (lease_expires) WHERE status = 'running';
 
 -- The nodes serving this database, each renewing its heartbeat (and its leases) while alive.
 CREATE TABLE nodes (
