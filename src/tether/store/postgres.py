@@ -57,24 +57,57 @@ def _pg(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class _Cursor:
-    """The :class:`tether.store.base.Tx` of a psycopg connection."""
+_CONTROL = ("SAVEPOINT ", "RELEASE ", "ROLLBACK TO ", "BEGIN", "COMMIT")
 
-    __slots__ = ("_cur",)
+
+class _Cursor:
+    """The :class:`tether.store.base.Tx` of a psycopg connection.
+
+    Transaction control (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO) needs no answer before the
+    next statement, so it is held back and sent with it: consecutive control statements travel
+    as one simple query (one round trip instead of one each); a batch of many operations, each
+    in its savepoint, saves two round trips per operation.
+    """
+
+    __slots__ = ("_conn", "_cur", "_pending")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
         self._cur = conn.cursor(row_factory=dict_row)
+        self._pending: list[str] = []
+
+    def control(self, sql: str) -> None:
+        """Queue a transaction-control statement; it runs before the next statement."""
+        self._pending.append(sql)
+
+    def flush(self, then: str | None = None) -> None:
+        """Send the queued control statements (and ``then``, a parameterless statement)."""
+        if then is not None:
+            self._pending.append(then)
+        if self._pending:
+            statements, self._pending = self._pending, []
+            self._conn.execute("; ".join(statements).encode())
+
+    def discard(self) -> None:
+        """Forget queued control statements (the transaction is being abandoned)."""
+        self._pending.clear()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        if not params and sql.startswith(_CONTROL):
+            self._pending.append(sql)
+            return 0
+        self.flush()
         self._cur.execute(_pg(sql), params)
         return self._cur.rowcount
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self.flush()
         self._cur.execute(_pg(sql), params)
         row: Row | None = self._cur.fetchone()
         return row
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.flush()
         self._cur.execute(_pg(sql), params)
         rows: list[Row] = list(self._cur.fetchall())
         return rows
@@ -255,30 +288,33 @@ class PostgresBackend(Backend):
         cursor = _Cursor(conn)
         results: list[tuple[_Job, bool, Any]] = []
         try:
-            conn.execute("BEGIN")
+            cursor.control("BEGIN")
             for job in jobs:
-                conn.execute("SAVEPOINT tx")
+                cursor.control("SAVEPOINT tx")
                 try:
                     value = job.fn(cursor)
                 except BaseException as exc:
                     if is_retryable(exc) or _lost(conn):
                         raise _Retry(exc) from exc
-                    conn.execute("ROLLBACK TO SAVEPOINT tx")
-                    conn.execute("RELEASE SAVEPOINT tx")
+                    cursor.control("ROLLBACK TO SAVEPOINT tx")
+                    cursor.control("RELEASE SAVEPOINT tx")
                     results.append((job, False, exc))
                 else:
-                    conn.execute("RELEASE SAVEPOINT tx")
+                    cursor.control("RELEASE SAVEPOINT tx")
                     results.append((job, True, value))
         except _Retry:
+            cursor.discard()
             self._abandon(conn)
             raise
         except psycopg.Error as exc:
+            cursor.discard()
             self._abandon(conn)
             if is_retryable(exc) or _lost(conn):
                 raise _Retry(exc) from exc
             return [(job, False, exc) for job in jobs]
         try:
-            conn.execute("COMMIT")
+            # The last RELEASE travels with the COMMIT: one round trip.
+            cursor.flush(then="COMMIT")
         except psycopg.Error as exc:
             # The COMMIT may or may not have happened: running the batch again could apply it
             # twice, so its callers are told it failed (a retried append is acknowledged).
