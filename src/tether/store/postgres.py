@@ -196,7 +196,9 @@ class PostgresBackend(Backend):
         """Write transactions committed."""
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, connect_timeout=int(self._connect_timeout))
+        # autocommit: the writer sends its own BEGIN (with the batch's first statement), so
+        # psycopg must not open a transaction of its own first.
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=int(self._connect_timeout))
 
     @staticmethod
     def _configure_reader(conn: psycopg.Connection[Any]) -> None:
