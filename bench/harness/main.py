@@ -1,6 +1,6 @@
 """bench/run: every workload on tether and each peer, one system at a time; writes the table.
 
-bench/run [--quick] [--only tether,restate,dbos,tether-pg] [--workloads 1,2,3,4,5] [--reps 3]
+bench/run [--quick] [--only tether,restate,dbos,tether-pg,dbos-pg] [--workloads 1,2,3,4,5] [--reps 3]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from . import procs, report, workloads
 from .paths import BENCH, PEER_PYTHON, PROJECT, RESTATE_SERVER, RESULTS
 from .systems import RestateSystem, TetherSystem, run_dbos
 
-SYSTEMS = ("tether", "restate", "dbos", "tether-pg")
+SYSTEMS = ("tether", "restate", "dbos", "tether-pg", "dbos-pg")
 QUIET_BUSY = 0.10  # before each system, wait (up to --wait-quiet s) until other load is below this
 
 FULL = {
@@ -222,6 +222,50 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
             finally:
                 await tether_pg.stop()
                 drop()
+        elif system == "dbos-pg" and wl & {1, 2}:
+            run["call_notes"]["dbos-pg"] = (
+                "in process: `await DBOS.start_workflow_async(...)` + `handle.get_result()`; system database on "
+                "the PostgreSQL of scripts/postgres"
+            )
+            for w in sorted(wl & {1, 2}):
+                log(f"dbos-pg: W{w}")
+                try:
+                    url, drop = postgres_database()
+                except Exception as exc:
+                    fail(f"w{w}", "dbos-pg", exc)
+                    continue
+                try:
+                    sizes = (
+                        ["--n", str(cfg["w1_calls"]), "--warmup", str(cfg["w1_warmup"])]
+                        if w == 1
+                        else ["--n", str(cfg["w2_runs"]), "--steps", str(cfg["w2_steps"])]
+                        + ["--concurrency", str(cfg["w2_concurrency"]), "--warmup", str(cfg["w2_warmup"])]
+                    )
+                    answer = await run_dbos(
+                        reaper,
+                        tmp / f"dbos-pg-w{w}",
+                        ["--workload", str(w), "--reps", str(reps), "--database-url", url, *sizes],
+                        timeout=3600,
+                    )
+                    run["dbos_pg_durability"] = answer["durability"]
+                    if w == 1:
+                        res.setdefault("w1", {})["dbos-pg"] = [
+                            workloads.latency_stats(rep["latencies"]) for rep in answer["reps"]
+                        ]
+                    else:
+                        res.setdefault("w2", {})["dbos-pg"] = [
+                            {
+                                "wall_s": rep["wall"],
+                                "runs_per_s": rep["runs"] / rep["wall"],
+                                "steps_per_s": rep["steps"] / rep["wall"],
+                                "cpu_server_per_1k": rep["cpu_process"] / rep["runs"] * 1000,
+                            }
+                            for rep in answer["reps"]
+                        ]
+                except Exception as exc:
+                    fail(f"w{w}", "dbos-pg", exc)
+                finally:
+                    drop()
         elif system == "restate" and wl & {1, 2}:
             restate = RestateSystem(reaper, tmp / "restate")
             run["call_notes"]["restate"] = restate.call_note
