@@ -25,6 +25,36 @@ from tether.store.records import (
     new_run_id,
 )
 
+_JOURNAL_COLUMNS = (
+    "run_id, idx, kind, name, args_digest, args, completed, result, error, manual_digest, extra, attempt, "
+    "created_at, completed_at"
+)
+_JOURNAL_WIDTH = 14
+_JOURNAL_ROW = "(" + ", ".join(["?"] * _JOURNAL_WIDTH) + ")"
+_INSERT_ENTRY = f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES {_JOURNAL_ROW} ON CONFLICT (run_id, idx) DO NOTHING"
+
+
+def _journal_values(run_id: str, attempt: int, entry: NewEntry, now: float, extra: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``journal`` row of an appended entry, in :data:`_JOURNAL_COLUMNS` order."""
+    completed = bool(entry["completed"])
+    error = entry.get("error")
+    return (
+        run_id,
+        entry["index"],
+        entry["kind"],
+        entry["name"],
+        entry["args_digest"],
+        None if entry.get("args") is None else _dumps(entry.get("args")),
+        1 if completed else 0,
+        _dumps(entry.get("result")) if completed and error is None else None,
+        None if error is None else _dumps(error),
+        entry.get("manual_digest"),
+        _dumps(extra) if extra else None,
+        attempt,
+        now,
+        now if completed else None,
+    )
+
 
 class AttemptOps(Ops):
     """Attempts: claims, fenced appends, waits, timers, and how attempts end."""
@@ -130,6 +160,11 @@ class AttemptOps(Ops):
 
         return await self.backend.read(op)
 
+    _CHECK_COLUMNS = (
+        "id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested, lease_owner, lease_expires"
+    )
+    _CHECK_SQL = f"SELECT {_CHECK_COLUMNS} FROM runs WHERE id = ?"
+
     def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
         """The run's row (locked where several nodes write), if ``attempt`` is its current
         attempt and this node holds its lease.
@@ -137,11 +172,18 @@ class AttemptOps(Ops):
         Raises:
             FencedError: the attempt is stale, or the lease is another node's or has lapsed.
         """
-        row = tx.one(
-            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested, lease_owner, "
-            "lease_expires FROM runs WHERE id = ?" + self.backend.for_update,
-            (run_id,),
-        )
+        row = tx.one(self._CHECK_SQL + self.backend.for_update, (run_id,))
+        self._fence(row, run_id, attempt)
+        assert row is not None
+        return row
+
+    def _fence(self, row: Row | None, run_id: str, attempt: int) -> None:
+        """Refuse ``attempt`` of ``run_id`` unless it is the run's current attempt and this node
+        holds the lease (``row``: the run's row, None when there is no such run).
+
+        Raises:
+            FencedError: saying why.
+        """
         if row is None:
             raise FencedError(f"no run {run_id}")
         # ready_at is set once an attempt has ended (retry, woken, recovered): it is stale then.
@@ -155,7 +197,6 @@ class AttemptOps(Ops):
                 f"node {self.node_id} does not hold the lease of run {run_id} (held by {row['lease_owner']}): "
                 f"attempt {attempt} may not append"
             )
-        return row
 
     async def append(self, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
         """Append entries from ``attempt`` atomically (fenced); complete what can be completed.
@@ -180,6 +221,10 @@ class AttemptOps(Ops):
         """
 
         def op(tx: Tx) -> list[AppendResult | FencedError]:
+            if self.backend.shared:
+                bulk = self._append_bulk(tx, items)
+                if bulk is not None:
+                    return bulk
             results: list[AppendResult | FencedError] = []
             for run_id, attempt, entries in items:
                 tx.execute("SAVEPOINT item")
@@ -193,6 +238,59 @@ class AttemptOps(Ops):
 
         return await self.backend.write(op)
 
+    def _append_bulk(
+        self, tx: Tx, items: list[tuple[str, int, list[NewEntry]]]
+    ) -> list[AppendResult | FencedError] | None:
+        """:meth:`append_many` in two statements, where a round trip costs (PostgreSQL): lock
+        every run's row at once, then insert every entry at once. Only for the common case —
+        completed entries (steps, calls) of distinct runs, none of them there already; None
+        otherwise (nothing was written then), and the caller goes item by item."""
+        run_ids = [run_id for run_id, _, _ in items]
+        if len(set(run_ids)) != len(run_ids):
+            return None
+        count = 0
+        for _, _, entries in items:
+            for entry in entries:
+                if not entry["completed"] or entry["kind"] == EntryKind.STATE or not 0 <= entry["index"] < MAX_INDEX:
+                    return None
+                count += 1
+        if count * _JOURNAL_WIDTH > 60_000:
+            return None
+        rows = {
+            row["id"]: row
+            for row in tx.all(
+                f"SELECT {self._CHECK_COLUMNS} FROM runs WHERE id = ANY(?) ORDER BY id" + self.backend.for_update,
+                (sorted(run_ids),),
+            )
+        }
+        results: list[AppendResult | FencedError] = []
+        values: list[Any] = []
+        now = _now()
+        for run_id, attempt, entries in items:
+            try:
+                self._fence(rows.get(run_id), run_id, attempt)
+            except FencedError as exc:
+                results.append(exc)
+                continue
+            results.append(AppendResult())
+            for entry in entries:
+                values.extend(_journal_values(run_id, attempt, entry, now, {}))
+        if values:
+            tx.execute("SAVEPOINT bulk")
+            marks = ", ".join([_JOURNAL_ROW] * (len(values) // _JOURNAL_WIDTH))
+            stored = tx.all(
+                f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES {marks} ON CONFLICT (run_id, idx) DO NOTHING "
+                "RETURNING idx",
+                values,
+            )
+            if len(stored) * _JOURNAL_WIDTH != len(values):
+                # An index is taken (a retried append, or a contradiction): item by item instead.
+                tx.execute("ROLLBACK TO bulk")
+                tx.execute("RELEASE bulk")
+                return None
+            tx.execute("RELEASE bulk")
+        return results
+
     def _append_tx(self, tx: Tx, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
         run = self._check_attempt(tx, run_id, attempt)
         now = _now()
@@ -202,31 +300,13 @@ class AttemptOps(Ops):
             if not 0 <= index < MAX_INDEX:
                 raise FencedError(f"entry index {index} is out of range")
             completed = bool(entry["completed"])
-            error = entry.get("error")
             extra: dict[str, Any] = {}
             kind = entry["kind"]
             if kind == EntryKind.CHILD and not completed:
                 extra["child_run_id"] = f"{run_id}.{index}"
             inserted = tx.execute(
-                "INSERT INTO journal (run_id, idx, kind, name, args_digest, args, completed, result, error, "
-                "manual_digest, extra, attempt, created_at, completed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO NOTHING",
-                (
-                    run_id,
-                    index,
-                    kind,
-                    entry["name"],
-                    entry["args_digest"],
-                    None if entry.get("args") is None else _dumps(entry.get("args")),
-                    1 if completed else 0,
-                    _dumps(entry.get("result")) if completed and error is None else None,
-                    None if error is None else _dumps(error),
-                    entry.get("manual_digest"),
-                    _dumps(extra) if extra else None,
-                    attempt,
-                    now,
-                    now if completed else None,
-                ),
+                _INSERT_ENTRY,
+                _journal_values(run_id, attempt, entry, now, extra),
             )
             if not inserted:
                 # The index is taken: an identical duplicate is acknowledged, anything else refused.
