@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes["w4_reps"] = args.w4_reps or args.reps
     if sizes["w4_runs"] != FULL["w4_runs"] and not args.quick:
         sizes["w4_note"] = f"Reduced from {FULL['w4_runs']:,} runs (--w4-runs)."
-    needs_peers = {"restate", "dbos"} & set(args.systems)
+    needs_peers = {"restate", "dbos", "dbos-pg"} & set(args.systems)
     if needs_peers and (not PEER_PYTHON.exists() or not RESTATE_SERVER.exists()):
         print("bench: the peers are not installed: run bench/setup first", file=sys.stderr)
         return 2
