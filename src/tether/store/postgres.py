@@ -167,13 +167,17 @@ class PostgresBackend(Backend):
         try:
             self._writer_conn: psycopg.Connection[Any] | None = self._connect()
         except psycopg.Error as exc:
-            raise StoreUnavailableError("unreachable", f"cannot open the PostgreSQL store at {_safe(url)}: {exc}".strip()) from None
+            raise StoreUnavailableError(
+                "unreachable", f"cannot open the PostgreSQL store at {_safe(url)}: {exc}".strip()
+            ) from None
         try:
             self._migrate(self._writer_conn)
         except BaseException as exc:
             self._writer_conn.close()
             if isinstance(exc, psycopg.Error):
-                raise StoreUnavailableError("unreachable", f"cannot migrate the PostgreSQL store at {_safe(url)}: {exc}") from None
+                raise StoreUnavailableError(
+                    "unreachable", f"cannot migrate the PostgreSQL store at {_safe(url)}: {exc}"
+                ) from None
             raise
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="tether-pg-writer", daemon=True)
