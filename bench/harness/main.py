@@ -1,6 +1,6 @@
 """bench/run: every workload on tether and each peer, one system at a time; writes the table.
 
-bench/run [--quick] [--only tether,restate,dbos] [--workloads 1,2,3,4,5,6] [--reps 3]
+bench/run [--quick] [--only tether,restate,dbos,tether-pg,dbos-pg] [--workloads 1,2,3,4,5,6] [--reps 3]
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import argparse
 import asyncio
 import datetime
 import json
+import secrets
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from . import procs, report, workloads
-from .paths import BENCH, PEER_PYTHON, RESTATE_SERVER, RESULTS
+from .paths import BENCH, PEER_PYTHON, PROJECT, RESTATE_SERVER, RESULTS
 from .systems import ModelServer, RestateSystem, TetherSystem, run_dbos
 
-SYSTEMS = ("tether", "restate", "dbos")
+SYSTEMS = ("tether", "restate", "dbos", "tether-pg", "dbos-pg")
 ALL_WORKLOADS = {1, 2, 3, 4, 5, 6}
 QUIET_BUSY = 0.10  # before each system, wait (up to --wait-quiet s) until other load is below this
 
@@ -248,6 +250,84 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                         await tether.stop()
                 if w4_rows:
                     res["w4"] = w4_rows
+        elif system == "tether-pg" and wl & {1, 2}:
+            try:
+                url, drop = postgres_database()
+            except Exception as exc:
+                for w in sorted(wl & {1, 2}):
+                    fail(f"w{w}", "tether-pg", exc)
+                continue
+            tether_pg = TetherSystem(reaper, tmp / "tether-pg", idle_timeout=300, store=url)
+            run["call_notes"]["tether-pg"] = tether_pg.call_note
+            try:
+                log("tether-pg: starting the server on PostgreSQL")
+                await tether_pg.start()
+                if 1 in wl:
+                    log("tether-pg: W1")
+                    res.setdefault("w1", {})["tether-pg"] = await workloads.w1_latency(
+                        tether_pg, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
+                    )
+                if 2 in wl:
+                    log("tether-pg: W2")
+                    res.setdefault("w2", {})["tether-pg"] = await workloads.w2_throughput(
+                        tether_pg,
+                        runs=cfg["w2_runs"],
+                        steps=cfg["w2_steps"],
+                        concurrency=cfg["w2_concurrency"],
+                        reps=reps,
+                        warmup=cfg["w2_warmup"],
+                    )
+            except Exception as exc:
+                for w in sorted(wl & {1, 2}):
+                    if "tether-pg" not in res.get(f"w{w}", {}):
+                        fail(f"w{w}", "tether-pg", exc)
+            finally:
+                await tether_pg.stop()
+                drop()
+        elif system == "dbos-pg" and wl & {1, 2}:
+            run["call_notes"]["dbos-pg"] = (
+                "in process: `await DBOS.start_workflow_async(...)` + `handle.get_result()`; system database on "
+                "the PostgreSQL of scripts/postgres"
+            )
+            for w in sorted(wl & {1, 2}):
+                log(f"dbos-pg: W{w}")
+                try:
+                    url, drop = postgres_database()
+                except Exception as exc:
+                    fail(f"w{w}", "dbos-pg", exc)
+                    continue
+                try:
+                    sizes = (
+                        ["--n", str(cfg["w1_calls"]), "--warmup", str(cfg["w1_warmup"])]
+                        if w == 1
+                        else ["--n", str(cfg["w2_runs"]), "--steps", str(cfg["w2_steps"])]
+                        + ["--concurrency", str(cfg["w2_concurrency"]), "--warmup", str(cfg["w2_warmup"])]
+                    )
+                    answer = await run_dbos(
+                        reaper,
+                        tmp / f"dbos-pg-w{w}",
+                        ["--workload", str(w), "--reps", str(reps), "--database-url", url, *sizes],
+                        timeout=3600,
+                    )
+                    run["dbos_pg_durability"] = answer["durability"]
+                    if w == 1:
+                        res.setdefault("w1", {})["dbos-pg"] = [
+                            workloads.latency_stats(rep["latencies"]) for rep in answer["reps"]
+                        ]
+                    else:
+                        res.setdefault("w2", {})["dbos-pg"] = [
+                            {
+                                "wall_s": rep["wall"],
+                                "runs_per_s": rep["runs"] / rep["wall"],
+                                "steps_per_s": rep["steps"] / rep["wall"],
+                                "cpu_server_per_1k": rep["cpu_process"] / rep["runs"] * 1000,
+                            }
+                            for rep in answer["reps"]
+                        ]
+                except Exception as exc:
+                    fail(f"w{w}", "dbos-pg", exc)
+                finally:
+                    drop()
         elif system == "restate" and wl & {1, 2}:
             restate = RestateSystem(reaper, tmp / "restate")
             run["call_notes"]["restate"] = restate.call_note
@@ -320,6 +400,25 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                     fail("w2", "dbos-sqlite", exc)
 
 
+def postgres_database() -> tuple[str, Any]:
+    """A fresh database on the project's PostgreSQL (``scripts/postgres start``): its URL, and a
+    function dropping it."""
+    import psycopg
+
+    base = subprocess.run(
+        [str(PROJECT / "scripts" / "postgres"), "start"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    name = "bench_" + secrets.token_hex(4)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    return base.rsplit("/", 1)[0] + "/" + name, drop
+
+
 async def quiet(limit: float, log: Any) -> float:
     """Wait (up to ``limit`` seconds) for the machine to be quiet; the CPU busy fraction then."""
     deadline = time.monotonic() + limit
@@ -348,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes["w4_reps"] = args.w4_reps or args.reps
     if sizes["w4_runs"] != FULL["w4_runs"] and not args.quick:
         sizes["w4_note"] = f"Reduced from {FULL['w4_runs']:,} runs (--w4-runs)."
-    needs_peers = {"restate", "dbos"} & set(args.systems)
+    needs_peers = {"restate", "dbos", "dbos-pg"} & set(args.systems)
     if needs_peers and (not PEER_PYTHON.exists() or not RESTATE_SERVER.exists()):
         print("bench: the peers are not installed: run bench/setup first", file=sys.stderr)
         return 2

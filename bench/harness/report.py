@@ -143,7 +143,20 @@ def render(run: dict[str, Any]) -> str:
         else "not run"
     )
     add(f"- **DBOS** (`dbos-sqlite`): SQLite system database, {dur}.")
-    add("- **dbos-postgres**: skipped, no PostgreSQL setup script.")
+    if "tether-pg" in run.get("call_notes", {}):
+        add(
+            "- **tether-pg**: `tether server --store postgresql://…` on the cluster `scripts/postgres` starts "
+            "(PostgreSQL 15 defaults: `fsync=on`, `synchronous_commit=on`; one node, group commit = one "
+            "transaction per batch)."
+        )
+    pg_dur = run.get("dbos_pg_durability")
+    if pg_dur:
+        add(
+            f"- **dbos-pg**: DBOS with its system database on the same PostgreSQL {pg_dur['postgresql']} "
+            f"(`fsync={pg_dur['fsync']}`, `synchronous_commit={pg_dur['synchronous_commit']}`)."
+        )
+    else:
+        add("- **dbos-pg**: not run.")
     add("")
     if run["background"]:
         add(
@@ -220,7 +233,7 @@ def render(run: dict[str, Any]) -> str:
             )
             add("| --- | --- | --- | --- |")
             for peer, values in ratios.items():
-                server = values["cpu_server_per_1k"] if peer != "dbos-sqlite" else "– (one process)"
+                server = values["cpu_server_per_1k"] if not peer.startswith("dbos") else "– (one process)"
                 add(f"| tether / {peer} | {values['steps_per_s']} | {server} | {values['cpu_total_per_1k']} |")
         add("")
         add(
@@ -415,6 +428,16 @@ def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         rows.append(("W2 machine CPU-bound during tether's runs (≥ 85 % busy)", f"{busy:.0%}", busy >= 0.85))
     if t_steps and d_steps:
         rows.append(("W2 steps/s ≥ 10× DBOS-SQLite", f"{t_steps / d_steps:.3f}×", t_steps >= 10 * d_steps))
+    p_steps, dp_steps = m("w2", "tether-pg", "steps_per_s"), m("w2", "dbos-pg", "steps_per_s")
+    if p_steps and r_steps:
+        rows.append(("tether-pg W2 steps/s ≥ 1× Restate", f"{p_steps / r_steps:.3f}×", p_steps >= r_steps))
+    if p_steps and dp_steps:
+        rows.append(
+            ("tether-pg W2 steps/s ≥ 10× DBOS-PostgreSQL", f"{p_steps / dp_steps:.3f}×", p_steps >= 10 * dp_steps)
+        )
+    p50, dp50 = m("w1", "tether-pg", "p50_ms"), m("w1", "dbos-pg", "p50_ms")
+    if p50 and dp50:
+        rows.append(("tether-pg W1 p50 ≤ DBOS-PostgreSQL", f"{p50 / dp50:.3f}×", p50 <= dp50))
     t50, r50 = m("w1", "tether", "p50_ms"), m("w1", "restate", "p50_ms")
     t99, r99 = m("w1", "tether", "p99_ms"), m("w1", "restate", "p99_ms")
     if t50 and r50:

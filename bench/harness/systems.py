@@ -57,11 +57,17 @@ class TetherSystem:
         *,
         idle_timeout: float = 300.0,
         env: dict[str, str] | None = None,
+        store: str | None = None,
     ) -> None:
         self.reaper = reaper
         self.workdir = workdir
         self.idle_timeout = idle_timeout
         self.env = env or {}  # extra environment of the server (its workers get what PASSED_ENV lets through)
+        self.store = store
+        """A ``postgresql://`` store URL (tether-pg); None: SQLite in the data dir."""
+        if store is not None:
+            self.name = "tether-pg"
+            self.call_note = self.call_note + "; store: PostgreSQL (scripts/postgres, fsync on, one node)"
         self.url = ""
         self.server: procs.Managed | None = None
         self.http: Http1Client | None = None
@@ -86,6 +92,7 @@ class TetherSystem:
                 "FULL",
                 "--worker-idle-timeout",
                 str(self.idle_timeout),
+                *(["--store", self.store] if self.store else []),
             ],
             log=log,
             env=dict(os.environ, **self.env) if self.env else None,

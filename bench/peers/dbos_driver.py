@@ -93,9 +93,21 @@ def sqlite_settings(path: Path) -> dict[str, Any]:
     return {"journal_mode": journal, "synchronous": sync, "sqlite": sqlite3.sqlite_version}
 
 
+def postgres_settings(url: str) -> dict[str, Any]:
+    """The durability settings of DBOS's PostgreSQL system database."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        fsync = conn.execute("SHOW fsync").fetchone()[0]
+        commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        server = conn.execute("SHOW server_version").fetchone()[0]
+    return {"fsync": fsync, "synchronous_commit": commit, "postgresql": server}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     db = Path(args.dir) / "dbos.sqlite"
-    config: DBOSConfig = {"name": "bench", "system_database_url": f"sqlite:///{db}", "log_level": "WARNING"}
+    url = args.database_url or f"sqlite:///{db}"
+    config: DBOSConfig = {"name": "bench", "system_database_url": url, "log_level": "WARNING"}
     DBOS(config=config)
     DBOS.launch()
     try:
@@ -110,7 +122,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 reps.append(await workload2(args.n, args.steps, args.concurrency))
         return {
             "reps": reps,
-            "durability": sqlite_settings(db),
+            "durability": postgres_settings(args.database_url) if args.database_url else sqlite_settings(db),
             "versions": {p: version(p) for p in ("dbos", "sqlalchemy")},
             "pid": os.getpid(),
         }
@@ -127,6 +139,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--database-url", default=None, help="a postgresql:// system database (default: SQLite)")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     sys.stdout.write(json.dumps(result) + "\n")

@@ -135,6 +135,9 @@ class Run(ApiObject):
     stuck_reason: Any = Field(description="Why a stuck run stopped (a journal mismatch or a snapshot change).")
     last_error: Any = Field(description="The latest infrastructure failure of an attempt.")
     attempt: int
+    node: str | None = Field(
+        default=None, description="The node running the attempt now (its lease holder); null when none is."
+    )
     parent_run_id: str | None
     idempotency_key: str | None
     linked_from: str | None = Field(description="The run this one was restarted or forked from.")
@@ -415,6 +418,28 @@ class TenantList(ApiObject):
     """``GET /v1/tenants``."""
 
     tenants: list[Tenant]
+
+
+class Node(ApiObject):
+    """A ``tether server`` node serving the store (several share one PostgreSQL)."""
+
+    id: str
+    url: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    lease_timeout: float
+    alive: bool
+    leases: int
+    workers: dict[str, Any] | None
+    self_: bool = Field(alias="self")
+
+
+class NodeList(ApiObject):
+    """``GET /v1/nodes``."""
+
+    nodes: list[Node]
 
 
 class Completion(ApiObject):

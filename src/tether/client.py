@@ -422,6 +422,10 @@ class Client:
         """Every tenant (needs an operator token)."""
         return _as(m.TenantList, await self.request("GET", "/v1/tenants")).tenants
 
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The nodes serving the server's store, with their leases and workers (operator token)."""
+        return list((await self.request("GET", "/v1/nodes"))["nodes"])
+
     async def create_tenant(self, name: str) -> m.Tenant:
         """Create a tenant (needs an operator token)."""
         result = await self.request("POST", "/v1/tenants", json={"name": name})

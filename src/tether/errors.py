@@ -253,10 +253,12 @@ class WorkerUnavailableError(TetherError):
 
 class StoreUnavailableError(TetherError):
     """The store cannot take writes for now: its disk is full, another process holds its lock,
-    or it became read-only. Reads go on; the server retries on its own once the fault clears.
+    or it became read-only; or (PostgreSQL) the database cannot be reached. Reads go on; the
+    server retries on its own once the fault clears.
 
-    ``reason`` is ``full``, ``locked``, ``read_only`` or ``io``; ``retry_after`` the seconds a
-    client should wait before it tries again (the HTTP answer's ``Retry-After``).
+    ``reason`` is ``full``, ``locked``, ``read_only``, ``io`` or ``unreachable`` (PostgreSQL);
+    ``retry_after`` the seconds a client should wait before it tries again (the HTTP answer's
+    ``Retry-After``).
     """
 
     code = "store_unavailable"

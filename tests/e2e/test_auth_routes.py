@@ -129,6 +129,7 @@ EXPECT: dict[tuple[str, str], Spec] = {
     ("DELETE", "/v1/tokens/{id}"): Spec(ADMIN, "object", fresh="token", crosses=True),
     ("GET", "/v1/tenants"): Spec(NOBODY, "operator"),
     ("POST", "/v1/tenants"): Spec(NOBODY, "operator", body=lambda v: ("json", {"name": f"t{time.time_ns()}"})),
+    ("GET", "/v1/nodes"): Spec(NOBODY, "operator"),
     ("POST", "/v1/internal/runs/{id}/journal"): Spec(
         NOBODY,
         "attempt",

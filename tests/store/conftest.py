@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from tests._postgres import fresh_schema, postgres_url
 from tether.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -25,33 +26,47 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-STORE_KIND = os.environ.get("TETHER_TEST_STORE", "sqlite")
-IMPLEMENTED = ("sqlite",)
+IMPLEMENTED = ("sqlite", "postgres")
 TENANT = "acme"
 
 
-def _opener(kind: str, tmp_path: Path) -> Callable[[], Store]:
-    """A function opening the same (initially empty) database each time it is called."""
-    if kind == "sqlite":
-        data_dir = tmp_path / "data"
-        return lambda: open_store(data_dir)
-    pytest.fail(
-        f"TETHER_TEST_STORE={kind!r}: that store backend is not implemented (implemented: {', '.join(IMPLEMENTED)})",
-        pytrace=False,
-    )
+def _kinds() -> list[str]:
+    """The backends to run the suite on: ``TETHER_TEST_STORE`` if set, else SQLite, and
+    PostgreSQL too where ``TETHER_TEST_POSTGRES_URL`` names one (always in CI)."""
+    chosen = os.environ.get("TETHER_TEST_STORE")
+    if chosen:
+        return [chosen]
+    if os.environ.get("TETHER_TEST_POSTGRES_URL") or os.environ.get("CI") == "true":
+        return ["sqlite", "postgres"]
+    return ["sqlite"]
 
 
-@pytest.fixture(params=[STORE_KIND])
+@pytest.fixture(params=_kinds())
 def store_kind(request: pytest.FixtureRequest) -> str:
     """The backend under test, shown in the test id."""
     kind: str = request.param
+    if kind not in IMPLEMENTED:
+        pytest.fail(
+            f"TETHER_TEST_STORE={kind!r}: that store backend is not implemented (implemented: "
+            f"{', '.join(IMPLEMENTED)})",
+            pytrace=False,
+        )
     return kind
 
 
 @pytest.fixture
-def reopen(store_kind: str, tmp_path: Path) -> Callable[[], Store]:
+def reopen(store_kind: str, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """Open another store on the test's database (a restart); the caller closes it."""
-    return _opener(store_kind, tmp_path)
+    if store_kind == "sqlite":
+        data_dir = tmp_path / "data"
+        yield lambda: open_store(data_dir)
+        return
+    url, drop = fresh_schema(postgres_url())
+    node = "test-node"
+    try:
+        yield lambda: open_store(url, node_id=node)
+    finally:
+        drop()
 
 
 class _Lifecycle:

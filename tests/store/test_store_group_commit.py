@@ -42,7 +42,37 @@ def test_concurrent_appends_of_many_runs_share_commits(store, kit, run):
     run(body)
 
 
-def test_a_failing_transaction_does_not_affect_its_batch(store, kit, run):
+class _WriteLock:
+    """Another connection holding what the store's first write below needs: SQLite's write
+    lock, or (PostgreSQL) an advisory lock that write takes."""
+
+    KEY = 4242
+
+    def __init__(self, store_kind, backend):
+        self.kind = store_kind
+        if store_kind == "sqlite":
+            self.conn = sqlite3.connect(backend.path, isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(backend.url, autocommit=True)
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
+
+    def write(self, tx):
+        if self.kind != "sqlite":
+            tx.one("SELECT pg_advisory_xact_lock(?) AS held", (self.KEY,))
+        return "held"
+
+    def release(self):
+        if self.kind == "sqlite":
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.KEY,))
+        self.conn.close()
+
+
+def test_a_failing_transaction_does_not_affect_its_batch(store, kit, run, store_kind):
     async def body():
         await kit.deploy("dep-a", env="prod")
         await asyncio.gather(*(kit.new_run() for _ in range(12)))
@@ -58,9 +88,8 @@ def test_a_failing_transaction_does_not_affect_its_batch(store, kit, run):
         # Another connection holds the database's write lock, so the first write below waits
         # for it and everything after it queues up behind, to be committed together, in one
         # batch, once the lock is released.
-        blocker = sqlite3.connect(backend.path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        held = asyncio.create_task(backend.write(lambda tx: "held"))
+        blocker = _WriteLock(store_kind, backend)
+        held = asyncio.create_task(backend.write(blocker.write))
         await asyncio.sleep(0.05)
         assert not held.done(), "the write did not wait for the lock"
 
@@ -76,8 +105,7 @@ def test_a_failing_transaction_does_not_affect_its_batch(store, kit, run):
         jobs += [store.append(s.run.id, 1, [kit.step(0), kit.sleep(1, 60)]) for s in good[5:]]
         tasks = [asyncio.create_task(job) for job in jobs]
         await asyncio.sleep(0.2)  # every task has queued its transaction
-        blocker.execute("COMMIT")
-        blocker.close()
+        blocker.release()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert await held == "held"
 

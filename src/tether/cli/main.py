@@ -13,7 +13,7 @@ from tether.cli.env import env
 from tether.cli.runs import run, runs, signal
 from tether.cli.serve import serve
 from tether.cli.server import server
-from tether.cli.tokens import tenants, tokens
+from tether.cli.tokens import nodes, tenants, tokens
 from tether.client import default_token, default_url
 
 
@@ -32,7 +32,22 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -
     ctx.obj = Settings(url or default_url(), as_json, token or default_token())
 
 
-for command in (server, serve, deploy, deployments, env, run, runs, signal, audit, tokens, tenants, backup, restore):
+for command in (
+    server,
+    serve,
+    deploy,
+    deployments,
+    env,
+    run,
+    runs,
+    signal,
+    audit,
+    tokens,
+    tenants,
+    nodes,
+    backup,
+    restore,
+):
     cli.add_command(command)
 
 

@@ -150,7 +150,8 @@ def show(settings: Settings, run_id: str) -> None:
         )
         return
     console.print(f"[bold]{r['id']}[/bold]  {r['workflow']}  on {dep['label']} ({dep['id']})  env {r['env'] or '-'}")
-    console.print(f"status {r['status']}   attempt {r['attempt']}   created {when(r['created_at'])}")
+    node = f" on node {r['node']}" if r.get("node") else ""
+    console.print(f"status {r['status']}   attempt {r['attempt']}{node}   created {when(r['created_at'])}")
     if r.get("linked_from"):
         console.print(f"{r['link_kind']} of {r['linked_from']}")
     console.print(f"input  {short(r['input'], 200)}")

@@ -18,8 +18,9 @@ from tether._gc import tune_gc
 from tether.errors import BadRequestError, ConflictError
 from tether.server.app import ServerOptions, create_app
 from tether.server.retention import parse_duration, parse_override
-from tether.store import _backup, open_store
+from tether.store import POSTGRES_SCHEMES, _backup, open_store
 from tether.store._datadir import lock_data_dir
+from tether.store.base import DEFAULT_LEASE_TIMEOUT
 
 GIL_SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits for it (see ``sys.setswitchinterval``)."""
@@ -57,6 +58,22 @@ def _tokens_exist(where: str | Path) -> bool:
     return asyncio.run(check())
 
 
+def _reachable(url: str) -> str | None:
+    """Why the PostgreSQL store at ``url`` cannot be opened (None: it can), checked before the
+    server says it listens."""
+    from tether.errors import StoreUnavailableError
+
+    async def check() -> None:
+        store = open_store(url)
+        await store.close()
+
+    try:
+        asyncio.run(check())
+    except (StoreUnavailableError, ValueError, RuntimeError) as exc:
+        return f"{exc}. Start PostgreSQL (scripts/postgres start prints a URL) or fix --store"
+    return None
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -67,7 +84,28 @@ def _tokens_exist(where: str | Path) -> bool:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7070, show_default=True, help="Port to listen on (0: any free port).")
-@click.option("--store", "store_url", default=None, help="Store URL (default: SQLite in --data-dir).")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Store URL: postgresql://USER@HOST:PORT/DB lets several nodes share one database "
+    "(default: SQLite in --data-dir).",
+)
+@click.option(
+    "--node-id",
+    default=None,
+    help="This node's id among the nodes sharing a PostgreSQL store (default: host name and a random "
+    "suffix). A node restarted under the same id takes its runs back at once.",
+)
+@click.option(
+    "--lease-timeout",
+    default=DEFAULT_LEASE_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds a node's lease on a running run lasts unless renewed; another node takes the run "
+    "over once it lapses.",
+)
 @click.option(
     "--synchronous",
     type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
@@ -121,6 +159,8 @@ def server(
     host: str,
     port: int,
     store_url: str | None,
+    node_id: str | None,
+    lease_timeout: float,
     synchronous: str,
     worker_idle_timeout: float,
     warm_spares: bool,
@@ -184,6 +224,8 @@ def server(
             allowed_hosts=allowed_hosts,
             retention=keep,
             retention_for=keep_for,
+            node_id=node_id,
+            lease_timeout=lease_timeout,
         )
     )
     # The store commits on a thread while the event loop runs Python: a thread that wants the
@@ -192,6 +234,11 @@ def server(
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="on")
     compile_tether()
     tune_gc()
+    if store_url is not None and store_url.startswith(POSTGRES_SCHEMES):
+        problem = _reachable(store_url)
+        if problem is not None:
+            held.close()
+            raise click.ClickException(problem)
     click.echo(f"tether server listening on {url} (data in {data_dir.resolve()})", err=True)
     try:
         uvicorn.Server(config).run(sockets=[sock])

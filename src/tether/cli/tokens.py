@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -33,16 +33,48 @@ from tether.cli._common import (
 )
 from tether.errors import ConflictError, NotFoundError, TetherError
 from tether.server._access import parse_duration
-from tether.store import Scope, Store, open_store
+from tether.store import POSTGRES_SCHEMES, Scope, Store, open_store
 
 T = TypeVar("T")
 
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Act on this local data directory directly instead of through the server (bootstrap).",
-)
+
+def _keep_store(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | str | None:
+    # --store (processed first when given) already named where to act.
+    kept: Path | str | None = ctx.params.get("data_dir")
+    if value is not None and kept is not None:
+        raise click.BadParameter("give --data-dir or --store, not both")
+    return value if value is not None else kept
+
+
+def _store_url(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    if not value.startswith(POSTGRES_SCHEMES):
+        raise click.BadParameter("name a PostgreSQL store (postgresql://USER@HOST:PORT/DB); for SQLite use --data-dir")
+    if isinstance(ctx.params.get("data_dir"), Path):
+        raise click.BadParameter("give --data-dir or --store, not both")
+    ctx.params["data_dir"] = value
+
+
+def data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data-dir DIR`` / ``--store URL``: act on a store directly instead of through the
+    server (bootstrap); the command receives either as ``data_dir``."""
+    fn = click.option(
+        "--store",
+        "store_url",
+        default=None,
+        metavar="URL",
+        expose_value=False,
+        callback=_store_url,
+        help="Act on this PostgreSQL store directly (bootstrap the nodes that share it).",
+    )(fn)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        callback=_keep_store,
+        help="Act on this local data directory directly instead of through the server (bootstrap).",
+    )(fn)
 
 
 def _local_actor() -> str:
@@ -52,9 +84,10 @@ def _local_actor() -> str:
         return "local"
 
 
-def local(data_dir: Path, fn: Callable[[Store], Awaitable[T]]) -> T:
-    """Run ``fn`` on the store in ``data_dir``; turn refusals into a message and an exit code."""
-    if not (data_dir / "tether.db").is_file():
+def local(data_dir: Path | str, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``fn`` on the store in ``data_dir`` (or at a PostgreSQL URL); turn refusals into a
+    message and an exit code."""
+    if isinstance(data_dir, Path) and not (data_dir / "tether.db").is_file():
         err_console.print(f"[red]error[/red]: {data_dir} holds no tether store: name the server's --data-dir")
         sys.exit(EXIT_USAGE)
 
@@ -93,7 +126,12 @@ def tokens() -> None:
 @data_dir_option
 @pass_settings
 def create(
-    settings: Settings, tenant: str | None, scope: str, name: str | None, expires: str | None, data_dir: Path | None
+    settings: Settings,
+    tenant: str | None,
+    scope: str,
+    name: str | None,
+    expires: str | None,
+    data_dir: Path | str | None,
 ) -> None:
     """Create a token and print it: it is shown this once, the server keeps only a hash."""
     try:
@@ -130,7 +168,7 @@ def create(
 @click.option("--tenant", default=None, help="Another tenant's tokens (operator tokens and --data-dir only).")
 @data_dir_option
 @pass_settings
-def list_(settings: Settings, tenant: str | None, data_dir: Path | None) -> None:
+def list_(settings: Settings, tenant: str | None, data_dir: Path | str | None) -> None:
     """The tenant's tokens: id, name, scope, expiry, revocation (never the token itself)."""
     if data_dir is not None:
 
@@ -161,7 +199,7 @@ def list_(settings: Settings, tenant: str | None, data_dir: Path | None) -> None
 @click.argument("token_id")
 @data_dir_option
 @pass_settings
-def revoke(settings: Settings, token_id: str, data_dir: Path | None) -> None:
+def revoke(settings: Settings, token_id: str, data_dir: Path | str | None) -> None:
     """Revoke the token TOKEN_ID (see 'tokens list'): refused from now on, its sessions end."""
     if data_dir is not None:
         gone = local(data_dir, lambda store: store.revoke_token(None, token_id, actor=_local_actor()))
@@ -183,7 +221,7 @@ def tenants() -> None:
 @click.argument("name")
 @data_dir_option
 @pass_settings
-def create_tenant(settings: Settings, name: str, data_dir: Path | None) -> None:
+def create_tenant(settings: Settings, name: str, data_dir: Path | str | None) -> None:
     """Create the tenant NAME; then give it tokens with 'tokens create --tenant NAME'."""
     if data_dir is not None:
         made = m.Tenant.model_validate(local(data_dir, lambda store: store.create_tenant(name, actor=_local_actor())))
@@ -198,7 +236,7 @@ def create_tenant(settings: Settings, name: str, data_dir: Path | None) -> None:
 @tenants.command("list")
 @data_dir_option
 @pass_settings
-def list_tenants(settings: Settings, data_dir: Path | None) -> None:
+def list_tenants(settings: Settings, data_dir: Path | str | None) -> None:
     """Every tenant and how many live tokens it has."""
     found = (
         local(data_dir, lambda store: store.list_tenants())
@@ -211,4 +249,23 @@ def list_tenants(settings: Settings, data_dir: Path | None) -> None:
     table = Table("tenant", "tokens", "created", "by")
     for t in found:
         table.add_row(t["id"], str(t["tokens"]), when(t["created_at"]), t["created_by"])
+    console.print(table)
+
+
+@click.command()
+@pass_settings
+def nodes(settings: Settings) -> None:
+    """The nodes serving the store (several share one PostgreSQL): alive or not, the runs whose
+    leases each holds, and its workers (operator only)."""
+    found = call(settings, lambda c: c.nodes())
+    if settings.as_json:
+        emit_json(found)
+        return
+    table = Table("node", "url", "alive", "leases", "workers", "heartbeat", "started")
+    for n in found:
+        alive = ("yes" if n["alive"] else "no (lease lapsed)") + (" (this one)" if n["self"] else "")
+        workers = "-" if n["workers"] is None else str(n["workers"].get("alive", "-"))
+        table.add_row(
+            n["id"], n["url"], alive, str(n["leases"]), workers, when(n["heartbeat_at"]), when(n["started_at"])
+        )
     console.print(table)

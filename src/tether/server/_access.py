@@ -93,6 +93,8 @@ POLICY: dict[tuple[str, str], Access] = {
     ("DELETE", "/v1/tokens/{id}"): ADMIN,
     ("GET", "/v1/tenants"): OPERATOR,
     ("POST", "/v1/tenants"): OPERATOR,
+    # the nodes sharing the store: the whole server's concern, not a tenant's
+    ("GET", "/v1/nodes"): OPERATOR,
     # internal
     ("POST", "/v1/internal/runs/{id}/journal"): ATTEMPT,
     # dashboard

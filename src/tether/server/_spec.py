@@ -377,6 +377,9 @@ SPECS: dict[tuple[str, str], Operation] = {
         path_params={"id": "A token id."},
     ),
     ("GET", "/v1/tenants"): Operation(summary="Every tenant", tag="access", answers={200: _json(m.TenantList)}),
+    ("GET", "/v1/nodes"): Operation(
+        summary="The nodes serving the store, their leases and workers", tag="access", answers={200: _json(m.NodeList)}
+    ),
     ("POST", "/v1/tenants"): Operation(
         summary="Create a tenant",
         tag="access",

@@ -3,7 +3,9 @@ the worker pool, the dispatcher and tracing."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -35,7 +37,9 @@ from tether.server.retention import Retention
 from tether.server.runtime import Notifier, Runtime
 from tether.server.tracing import open_tracing
 from tether.server.workers import WorkerPool
-from tether.store import Scope, open_store
+from tether.store import Scope, Store, open_store
+from tether.store._ops import READY, RUN
+from tether.store.base import DEFAULT_LEASE_TIMEOUT
 
 log = logging.getLogger("tether.server")
 
@@ -68,6 +72,10 @@ class ServerOptions:
     """Seconds a finished run is kept before it is pruned (None: kept forever)."""
     retention_for: tuple[tuple[str, float], ...] = ()
     """``(environment, seconds)``: the runs started through that environment are kept this long instead."""
+    node_id: str | None = None
+    """This node's id among the nodes sharing a PostgreSQL store (default: a new one)."""
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+    """Seconds this node's leases on runs last unless its heartbeat renews them."""
 
 
 async def healthz(_: Request) -> Response:
@@ -89,12 +97,41 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+def _on_publish(dispatcher: Dispatcher, notifier: Notifier, topic: str, payload: str) -> None:
+    """A change published by some node (this one too) on a shared store."""
+    if topic == READY:
+        dispatcher.poke()
+    elif topic == RUN:
+        notifier.notify(payload)
+    elif topic == "reconnected":
+        dispatcher.poke()
+
+
+async def _heartbeat(store: Store, pool: WorkerPool) -> None:
+    """Renew this node's leases and take over the runs of nodes whose leases lapsed, three
+    times per lease timeout; a failure (the database away) is retried at the next beat."""
+    while True:
+        await asyncio.sleep(store.lease_timeout / 3)
+        try:
+            taken = await store.heartbeat({"alive": len(pool.alive())})
+        except Exception:
+            log.exception("heartbeat failed; retrying")
+            continue
+        if taken:
+            log.warning("took over %d runs whose node stopped renewing its leases", taken)
+
+
 def create_app(options: ServerOptions) -> Starlette:
     """Build the server app; the store opens and closes with the app's lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = open_store(options.store or options.data_dir, synchronous=options.synchronous)
+        store = open_store(
+            options.store or options.data_dir,
+            synchronous=options.synchronous,
+            node_id=options.node_id,
+            lease_timeout=options.lease_timeout,
+        )
         try:
             tracing = open_tracing(journal=store.journal)
         except BaseException:
@@ -141,20 +178,30 @@ def create_app(options: ServerOptions) -> Starlette:
         )
         store.backend.on_commit = meter.commit_transactions.observe
         app.state.metrics = meter
+        await store.join(options.runtime_url)
         recovered = await store.recover()
         if recovered:
             log.info("recovering %d runs whose attempts were in flight", recovered)
         app.state.runtime = runtime
         app.state.secret = secret
+        store.backend.subscribe(functools.partial(_on_publish, dispatcher, notifier))
         dispatcher.start()
         if retention is not None:
             retention.start()
+        heartbeat = asyncio.create_task(_heartbeat(store, pool), name="tether-heartbeat")
         try:
             yield
         finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             if retention is not None:
                 await retention.close()
             await dispatcher.close()
+            with contextlib.suppress(Exception):
+                released = await store.leave()
+                if released:
+                    log.info("released %d runs in flight to the other nodes", released)
             # After the dispatcher: the attempts it abandoned end their spans first.
             await tracing.close()
             await pool.close()

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tether.core.appends import Start, Verdict, judge, outcome_status, plan_wait, refusal
 from tether.core.journal import EntryKind
 from tether.core.routing import draw
 from tether.core.status import RunStatus
 from tether.errors import FencedError, NotFoundError
 from tether.protocol import Completion, ErrorInfo, NewEntry
-from tether.store._ops import CANCELLED, MAX_INDEX, REPLAY_COLUMNS_SQL, Ops, _now
+from tether.store._ops import CANCELLED, MAX_INDEX, REPLAY_COLUMNS_SQL, RUN, Ops, _checked, _now
 from tether.store.backend import Tx
 from tether.store.records import (
     AppendResult,
@@ -23,6 +24,36 @@ from tether.store.records import (
     _targets,
     new_run_id,
 )
+
+_JOURNAL_COLUMNS = (
+    "run_id, idx, kind, name, args_digest, args, completed, result, error, manual_digest, extra, attempt, "
+    "created_at, completed_at"
+)
+_JOURNAL_WIDTH = 14
+_JOURNAL_ROW = "(" + ", ".join(["?"] * _JOURNAL_WIDTH) + ")"
+_INSERT_ENTRY = f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES {_JOURNAL_ROW} ON CONFLICT (run_id, idx) DO NOTHING"
+
+
+def _journal_values(run_id: str, attempt: int, entry: NewEntry, now: float, extra: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``journal`` row of an appended entry, in :data:`_JOURNAL_COLUMNS` order."""
+    completed = bool(entry["completed"])
+    error = entry.get("error")
+    return (
+        run_id,
+        entry["index"],
+        entry["kind"],
+        entry["name"],
+        entry["args_digest"],
+        None if entry.get("args") is None else _dumps(entry.get("args")),
+        1 if completed else 0,
+        _dumps(entry.get("result")) if completed and error is None else None,
+        None if error is None else _dumps(error),
+        entry.get("manual_digest"),
+        _dumps(extra) if extra else None,
+        attempt,
+        now,
+        now if completed else None,
+    )
 
 
 class AttemptOps(Ops):
@@ -39,17 +70,21 @@ class AttemptOps(Ops):
         """
 
         def claim(tx: Tx) -> list[tuple[Run, Deployment]]:
+            # Several nodes claim at once: each takes rows no other holds (SKIP LOCKED).
             ready = tx.all(
-                "SELECT id FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?",
+                "SELECT id, status FROM runs WHERE ready_at IS NOT NULL AND ready_at <= ? ORDER BY ready_at LIMIT ?"
+                + self.backend.skip_locked,
                 (now, limit),
             )
             claimed = []
             deployments: dict[tuple[str, str], Deployment] = {}
+            lease = _now() + self.lease_timeout
             for row in ready:
+                _checked(row["status"], RunStatus.RUNNING)
                 tx.execute(
-                    "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ? "
-                    "WHERE id = ?",
-                    (_now(), row["id"]),
+                    "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ?, "
+                    "lease_owner = ?, lease_expires = ? WHERE id = ?",
+                    (_now(), self.node_id, lease, row["id"]),
                 )
                 run = Run.from_row(self._run_row(tx, None, row["id"]))
                 key = (run.tenant_id, run.deployment_id)
@@ -125,12 +160,30 @@ class AttemptOps(Ops):
 
         return await self.backend.read(op)
 
+    _CHECK_COLUMNS = (
+        "id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested, lease_owner, lease_expires"
+    )
+    _CHECK_SQL = f"SELECT {_CHECK_COLUMNS} FROM runs WHERE id = ?"
+
     def _check_attempt(self, tx: Tx, run_id: str, attempt: int) -> Row:
-        row = tx.one(
-            "SELECT id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested FROM runs "
-            "WHERE id = ?",
-            (run_id,),
-        )
+        """The run's row (locked where several nodes write), if ``attempt`` is its current
+        attempt and this node holds its lease.
+
+        Raises:
+            FencedError: the attempt is stale, or the lease is another node's or has lapsed.
+        """
+        row = tx.one(self._CHECK_SQL + self.backend.for_update, (run_id,))
+        self._fence(row, run_id, attempt)
+        assert row is not None
+        return row
+
+    def _fence(self, row: Row | None, run_id: str, attempt: int) -> None:
+        """Refuse ``attempt`` of ``run_id`` unless it is the run's current attempt and this node
+        holds the lease (``row``: the run's row, None when there is no such run).
+
+        Raises:
+            FencedError: saying why.
+        """
         if row is None:
             raise FencedError(f"no run {run_id}")
         # ready_at is set once an attempt has ended (retry, woken, recovered): it is stale then.
@@ -138,7 +191,12 @@ class AttemptOps(Ops):
             raise FencedError(
                 f"run {run_id} is {row['status']} at attempt {row['attempt']}; attempt {attempt} may not append"
             )
-        return row
+        # One node owns a SQLite store (the data directory's lock): there a lease cannot lapse.
+        if row["lease_owner"] != self.node_id or (self.backend.shared and row["lease_expires"] < _now()):
+            raise FencedError(
+                f"node {self.node_id} does not hold the lease of run {run_id} (held by {row['lease_owner']}): "
+                f"attempt {attempt} may not append"
+            )
 
     async def append(self, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
         """Append entries from ``attempt`` atomically (fenced); complete what can be completed.
@@ -163,6 +221,10 @@ class AttemptOps(Ops):
         """
 
         def op(tx: Tx) -> list[AppendResult | FencedError]:
+            if self.backend.shared:
+                bulk = self._append_bulk(tx, items)
+                if bulk is not None:
+                    return bulk
             results: list[AppendResult | FencedError] = []
             for run_id, attempt, entries in items:
                 tx.execute("SAVEPOINT item")
@@ -176,6 +238,59 @@ class AttemptOps(Ops):
 
         return await self.backend.write(op)
 
+    def _append_bulk(
+        self, tx: Tx, items: list[tuple[str, int, list[NewEntry]]]
+    ) -> list[AppendResult | FencedError] | None:
+        """:meth:`append_many` in two statements, where a round trip costs (PostgreSQL): lock
+        every run's row at once, then insert every entry at once. Only for the common case —
+        completed entries (steps, calls) of distinct runs, none of them there already; None
+        otherwise (nothing was written then), and the caller goes item by item."""
+        run_ids = [run_id for run_id, _, _ in items]
+        if len(set(run_ids)) != len(run_ids):
+            return None
+        count = 0
+        for _, _, entries in items:
+            for entry in entries:
+                if not entry["completed"] or entry["kind"] == EntryKind.STATE or not 0 <= entry["index"] < MAX_INDEX:
+                    return None
+                count += 1
+        if count * _JOURNAL_WIDTH > 60_000:
+            return None
+        rows = {
+            row["id"]: row
+            for row in tx.all(
+                f"SELECT {self._CHECK_COLUMNS} FROM runs WHERE id = ANY(?) ORDER BY id" + self.backend.for_update,
+                (sorted(run_ids),),
+            )
+        }
+        results: list[AppendResult | FencedError] = []
+        values: list[Any] = []
+        now = _now()
+        for run_id, attempt, entries in items:
+            try:
+                self._fence(rows.get(run_id), run_id, attempt)
+            except FencedError as exc:
+                results.append(exc)
+                continue
+            results.append(AppendResult())
+            for entry in entries:
+                values.extend(_journal_values(run_id, attempt, entry, now, {}))
+        if values:
+            tx.execute("SAVEPOINT bulk")
+            marks = ", ".join([_JOURNAL_ROW] * (len(values) // _JOURNAL_WIDTH))
+            stored = tx.all(
+                f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES {marks} ON CONFLICT (run_id, idx) DO NOTHING "
+                "RETURNING idx",
+                values,
+            )
+            if len(stored) * _JOURNAL_WIDTH != len(values):
+                # An index is taken (a retried append, or a contradiction): item by item instead.
+                tx.execute("ROLLBACK TO bulk")
+                tx.execute("RELEASE bulk")
+                return None
+            tx.execute("RELEASE bulk")
+        return results
+
     def _append_tx(self, tx: Tx, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
         run = self._check_attempt(tx, run_id, attempt)
         now = _now()
@@ -185,47 +300,24 @@ class AttemptOps(Ops):
             if not 0 <= index < MAX_INDEX:
                 raise FencedError(f"entry index {index} is out of range")
             completed = bool(entry["completed"])
-            error = entry.get("error")
             extra: dict[str, Any] = {}
             kind = entry["kind"]
             if kind == EntryKind.CHILD and not completed:
                 extra["child_run_id"] = f"{run_id}.{index}"
             inserted = tx.execute(
-                "INSERT INTO journal (run_id, idx, kind, name, args_digest, args, completed, result, error, "
-                "manual_digest, extra, attempt, created_at, completed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, idx) DO NOTHING",
-                (
-                    run_id,
-                    index,
-                    kind,
-                    entry["name"],
-                    entry["args_digest"],
-                    None if entry.get("args") is None else _dumps(entry.get("args")),
-                    1 if completed else 0,
-                    _dumps(entry.get("result")) if completed and error is None else None,
-                    None if error is None else _dumps(error),
-                    entry.get("manual_digest"),
-                    _dumps(extra) if extra else None,
-                    attempt,
-                    now,
-                    now if completed else None,
-                ),
+                _INSERT_ENTRY,
+                _journal_values(run_id, attempt, entry, now, extra),
             )
             if not inserted:
                 # The index is taken: an identical duplicate is acknowledged, anything else refused.
-                existing = tx.one(
+                row = tx.one(
                     "SELECT kind, name, args_digest FROM journal WHERE run_id = ? AND idx = ?", (run_id, index)
                 )
-                assert existing is not None
-                if (existing["kind"], existing["name"], existing["args_digest"]) != (
-                    kind,
-                    entry["name"],
-                    entry["args_digest"],
-                ):
-                    raise FencedError(
-                        f"entry {index} already holds {existing['kind']} {existing['name']}; "
-                        f"refusing {kind} {entry['name']}"
-                    )
+                assert row is not None
+                existing = (row["kind"], row["name"], row["args_digest"])
+                new = (kind, entry["name"], entry["args_digest"])
+                if judge(existing, new) is Verdict.REFUSE:
+                    raise FencedError(refusal(index, existing, new))
                 continue
             if kind == EntryKind.STATE:
                 tx.execute(
@@ -244,36 +336,37 @@ class AttemptOps(Ops):
     def _start_waiting(
         self, tx: Tx, run: Row, index: int, kind: str, name: str, args: Any, now: float
     ) -> Completion | None:
-        args = args or {}
-        if run["cancel_requested"]:
-            # A cancelled run's waits fail at once: the code sees RunCancelledError and may clean up.
-            self._complete_entry(tx, run["id"], index, None, CANCELLED, now)
-            return {"index": index, "result": None, "error": CANCELLED}
-        if kind == EntryKind.SLEEP:
-            seconds = float(args.get("seconds", 0))
-            if seconds <= 0:
-                self._complete_entry(tx, run["id"], index, None, None, now)
-                return {"index": index, "result": None, "error": None}
-            tx.execute("INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)", (run["id"], index, now + seconds))
-            return None
-        if kind == EntryKind.SIGNAL:
+        buffered = None
+        if kind == EntryKind.SIGNAL and not run["cancel_requested"]:
             buffered = tx.one(
                 "SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND consumed_index IS NULL "
                 "ORDER BY id LIMIT 1",
                 (run["id"], name),
             )
-            if buffered is not None:
-                tx.execute("UPDATE signals SET consumed_index = ? WHERE id = ?", (index, buffered["id"]))
-                payload = _loads(buffered["payload"])
-                self._complete_entry(tx, run["id"], index, payload, None, now)
-                return {"index": index, "result": payload, "error": None}
-            if args.get("timeout") is not None:
-                tx.execute(
-                    "INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)",
-                    (run["id"], index, now + float(args["timeout"])),
-                )
+        plan = plan_wait(kind, args, cancelling=bool(run["cancel_requested"]), signal_buffered=buffered is not None)
+        if plan.start is Start.CANCELLED:
+            # A cancelled run's waits fail at once: the code sees RunCancelledError and may clean up.
+            self._complete_entry(tx, run["id"], index, None, CANCELLED, now)
+            return {"index": index, "result": None, "error": CANCELLED}
+        if plan.start is Start.COMPLETE:
+            self._complete_entry(tx, run["id"], index, None, None, now)
+            return {"index": index, "result": None, "error": None}
+        if plan.start is Start.TAKE_SIGNAL:
+            assert buffered is not None
+            tx.execute("UPDATE signals SET consumed_index = ? WHERE id = ?", (index, buffered["id"]))
+            payload = _loads(buffered["payload"])
+            self._complete_entry(tx, run["id"], index, payload, None, now)
+            return {"index": index, "result": payload, "error": None}
+        if plan.start is Start.TIMER:
+            assert plan.delay is not None
+            tx.execute(
+                "INSERT INTO timers (run_id, idx, fire_at) VALUES (?, ?, ?)", (run["id"], index, now + plan.delay)
+            )
             return None
-        if kind == EntryKind.CHILD:
+        if plan.start is Start.WAIT:
+            return None
+        if plan.start is Start.CHILD:
+            args = args or {}
             self._insert_run(
                 tx,
                 f"{run['id']}.{index}",
@@ -300,20 +393,19 @@ class AttemptOps(Ops):
 
         def op(tx: Tx) -> Run | None:
             try:
-                self._check_attempt(tx, run_id, attempt)
+                current = self._check_attempt(tx, run_id, attempt)
             except FencedError:
                 return None
             now = _now()
             kind = outcome["outcome"]
+            target = outcome_status(outcome, cancel_requested=bool(current["cancel_requested"]))
+            _checked(current["status"], target)
+            if target is RunStatus.STUCK:
+                self.backend.publish(tx, RUN, run_id)
             if kind == "completed":
                 self._terminate(tx, run_id, RunStatus.COMPLETED, now, output=outcome.get("output"))
             elif kind == "failed":
-                error = outcome.get("error") or {}
-                cancelled = (
-                    error.get("type") == "RunCancelledError" and self._run_row(tx, None, run_id)["cancel_requested"]
-                )
-                status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
-                self._terminate(tx, run_id, status, now, error=error)
+                self._terminate(tx, run_id, target, now, error=outcome.get("error") or {})
             elif kind == "mismatch":
                 tx.execute(
                     "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
@@ -350,8 +442,6 @@ class AttemptOps(Ops):
                     self._terminate(tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following})
                 else:
                     self._terminate(tx, run_id, RunStatus.FAILED, now, error=following)
-            else:
-                raise ValueError(f"unknown attempt outcome {kind!r}")
             return Run.from_row(self._run_row(tx, None, run_id))
 
         return await self.backend.write(op)
@@ -384,12 +474,17 @@ class AttemptOps(Ops):
         """
 
         def op(tx: Tx) -> int:
+            # Every node fires timers: each takes those no other holds, so a timer fires once.
             due = tx.all(
                 "SELECT t.run_id, t.idx, j.kind, j.name FROM timers t JOIN journal j "
-                "ON j.run_id = t.run_id AND j.idx = t.idx WHERE t.fire_at <= ? ORDER BY t.fire_at LIMIT ?",
+                "ON j.run_id = t.run_id AND j.idx = t.idx WHERE t.fire_at <= ? ORDER BY t.fire_at LIMIT ?"
+                + self.backend.skip_locked,
                 (now, limit),
             )
             for row in due:
+                if self.backend.shared:
+                    # Before the entry completes, as _terminate does for a parent's entry.
+                    self._locked_run(tx, None, row["run_id"])
                 if row["kind"] == EntryKind.SIGNAL:
                     error: ErrorInfo = {"type": "SignalTimeout", "message": f"no signal {row['name']!r} in time"}
                     self._complete_entry(tx, row["run_id"], row["idx"], None, error, now)

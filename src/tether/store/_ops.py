@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
+from tether.core.appends import TransitionError, transition
 from tether.core.status import RunStatus
-from tether.errors import NotFoundError
+from tether.errors import ConflictError, NotFoundError
 from tether.protocol import ErrorInfo
 from tether.store.backend import Backend, Tx
 from tether.store.records import (
@@ -34,10 +35,45 @@ def _now() -> float:
     return time.time()
 
 
+READY = "ready"
+"""Published when a run becomes ready for an attempt: every node's dispatcher looks."""
+RUN = "run"
+"""Published (with the run id) when a run changes in a way a result waiter cares about."""
+
+
+def _checked(current: str, target: RunStatus) -> RunStatus:
+    """``target`` if the run life cycle allows it from ``current``.
+
+    Raises:
+        ConflictError: it does not (a bug or a race: nothing of the transaction is stored).
+    """
+    try:
+        return transition(current, target)
+    except TransitionError as exc:
+        raise ConflictError(str(exc)) from None
+
+
 class Ops:
     """The base of the store's operation groups (deployments, runs, attempts)."""
 
     backend: Backend
+    node_id: str
+    """This node: the owner of the leases it takes."""
+    lease_timeout: float
+    """Seconds a lease lasts unless renewed."""
+
+    def _locked_run(self, tx: Tx, tenant_id: str | None, run_id: str) -> Row:
+        """The run's row, locked until the transaction ends where several nodes write (on
+        SQLite the one writer already serializes every write transaction)."""
+        if tenant_id is None:
+            row = tx.one("SELECT * FROM runs WHERE id = ?" + self.backend.for_update, (run_id,))
+        else:
+            row = tx.one(
+                "SELECT * FROM runs WHERE id = ? AND tenant_id = ?" + self.backend.for_update, (run_id, tenant_id)
+            )
+        if row is None:
+            raise NotFoundError(f"no run {run_id!r}: see 'tether runs list'")
+        return row
 
     _deployment_cache: dict[tuple[str, str], Deployment]
     """Parsed deployments by ``(tenant, id)``: a deployment is immutable but for its
@@ -87,8 +123,8 @@ class Ops:
         now = _now()
         tx.execute(
             "INSERT INTO runs (id, tenant_id, deployment_id, workflow, env, status, input, attempt, ready_at, "
-            "parent_run_id, parent_index, idempotency_key, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "parent_run_id, parent_index, idempotency_key, created_at, updated_at, lease_owner, lease_expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 tenant_id,
@@ -104,8 +140,12 @@ class Ops:
                 idempotency_key,
                 now,
                 now,
+                self.node_id if start_attempt else None,
+                now + self.lease_timeout if start_attempt else None,
             ),
         )
+        if not start_attempt:
+            self.backend.publish(tx, READY)
         row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
         assert row is not None
         return Run.from_row(row)
@@ -142,27 +182,36 @@ class Ops:
         tx.execute("DELETE FROM timers WHERE run_id = ? AND idx = ?", (run_id, index))
         return changed > 0
 
-    @staticmethod
-    def _wake(tx: Tx, run_id: str, now: float) -> bool:
+    def _wake(self, tx: Tx, run_id: str, now: float) -> bool:
         """Make a suspended run ready; a running one notices when its attempt ends."""
-        return (
+        woken = (
             tx.execute(
                 "UPDATE runs SET ready_at = ?, updated_at = ? WHERE id = ? AND status = 'suspended'", (now, now, run_id)
             )
             > 0
         )
+        if woken:
+            self.backend.publish(tx, READY)
+        return woken
 
     def _terminate(
         self, tx: Tx, run_id: str, status: RunStatus, now: float, *, output: Any = None, error: Any = None
     ) -> None:
+        row = self._locked_run(tx, None, run_id)
+        _checked(row["status"], status)
         tx.execute(
-            "UPDATE runs SET status = ?, output = ?, error = ?, ready_at = NULL, updated_at = ?, completed_at = ? "
+            "UPDATE runs SET status = ?, output = ?, error = ?, ready_at = NULL, lease_owner = NULL, updated_at = ?, "
+            "completed_at = ? "
             "WHERE id = ?",
             (status.value, _dumps(output), None if error is None else _dumps(error), now, now, run_id),
         )
         tx.execute("DELETE FROM timers WHERE run_id = ?", (run_id,))
-        row = self._run_row(tx, None, run_id)
+        self.backend.publish(tx, RUN, run_id)
         if row["parent_run_id"] is not None:
+            if self.backend.shared:
+                # Before its journal changes: an attempt of the parent suspending meanwhile on
+                # another node then sees the completion, or its suspension is seen by _wake.
+                self._locked_run(tx, None, row["parent_run_id"])
             if status is RunStatus.COMPLETED:
                 done = self._complete_entry(tx, row["parent_run_id"], row["parent_index"], output, None, now)
             else:

@@ -86,12 +86,13 @@ class RetentionOps(Ops):
 
     async def stalled_attempts(self, unchanged_since: float) -> list[tuple[str, int]]:
         """``(run_id, attempt)`` of the runs ``running`` an attempt, not due for another, that
-        have not changed since ``unchanged_since``."""
+        have not changed since ``unchanged_since`` — this node's (its lease, or none): another
+        node's runs are that node's, and its lease lapsing hands them over (see ``heartbeat``)."""
         rows = await self.backend.read(
             lambda tx: tx.all(
                 "SELECT id, attempt FROM runs WHERE status = 'running' AND ready_at IS NULL AND updated_at < ? "
-                "ORDER BY updated_at LIMIT 1000",
-                (unchanged_since,),
+                "AND (lease_owner = ? OR lease_owner IS NULL) ORDER BY updated_at LIMIT 1000",
+                (unchanged_since, self.node_id),
             )
         )
         return [(r["id"], r["attempt"]) for r in rows]
@@ -111,9 +112,10 @@ class RetentionOps(Ops):
             now = _now()
             return (
                 tx.execute(
-                    "UPDATE runs SET ready_at = ?, last_error = ?, updated_at = ? "
-                    "WHERE id = ? AND attempt = ? AND status = 'running' AND ready_at IS NULL",
-                    (now, error, now, run_id, attempt),
+                    "UPDATE runs SET ready_at = ?, last_error = ?, updated_at = ?, lease_owner = NULL "
+                    "WHERE id = ? AND attempt = ? AND status = 'running' AND ready_at IS NULL "
+                    "AND (lease_owner = ? OR lease_owner IS NULL)",
+                    (now, error, now, run_id, attempt, self.node_id),
                 )
                 > 0
             )

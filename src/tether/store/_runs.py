@@ -240,7 +240,7 @@ class RunOps(Ops):
         """
 
         def op(tx: Tx) -> dict[str, Any]:
-            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            run = Run.from_row(self._locked_run(tx, tenant_id, run_id))
             if idempotency_key is not None:
                 sent = tx.one(
                     "SELECT name, payload, consumed_index FROM signals WHERE run_id = ? AND idempotency_key = ?",
@@ -313,7 +313,7 @@ class RunOps(Ops):
         """
 
         def op(tx: Tx) -> Run:
-            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            run = Run.from_row(self._locked_run(tx, tenant_id, run_id))
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is already {run.status.value}")
             now = _now()
@@ -336,7 +336,7 @@ class RunOps(Ops):
         """
 
         def op(tx: Tx) -> Run:
-            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            run = Run.from_row(self._locked_run(tx, tenant_id, run_id))
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is already {run.status.value}")
             self._end_tree(tx, run_id, RunStatus.KILLED, _now())
@@ -375,7 +375,7 @@ class RunOps(Ops):
         """
 
         def op(tx: Tx) -> Run:
-            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            run = Run.from_row(self._locked_run(tx, tenant_id, run_id))
             if run.status not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SUSPENDED):
                 raise ConflictError(
                     f"run {run_id} is {run.status.value}: only pending, running or suspended runs can be paused"
@@ -398,7 +398,7 @@ class RunOps(Ops):
         """
 
         def op(tx: Tx) -> Run:
-            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            run = Run.from_row(self._locked_run(tx, tenant_id, run_id))
             if run.status is not RunStatus.PAUSED:
                 hint = " (a stuck run goes on with 'tether runs move')" if run.status is RunStatus.STUCK else ""
                 raise ConflictError(f"run {run_id} is {run.status.value}, not paused{hint}")
@@ -539,7 +539,7 @@ class RunOps(Ops):
         """
 
         def op(tx: Tx) -> Run:
-            run = Run.from_row(self._run_row(tx, tenant_id, run_id))
+            run = Run.from_row(self._locked_run(tx, tenant_id, run_id))
             if run.status in TERMINAL:
                 raise ConflictError(f"run {run_id} is {run.status.value}: an ended run cannot move (restart it)")
             dep = self._find_deployment(tx, tenant_id, deployment_ref)
@@ -577,13 +577,26 @@ class RunOps(Ops):
         return await self.backend.write(op)
 
     async def recover(self) -> int:
-        """After a restart: every run whose attempt was in flight gets a new attempt now."""
+        """After a restart: every run whose attempt was in flight gets a new attempt now.
+
+        On a database several nodes share, only the runs no other live node holds: this
+        node's own (a restart under the same ``--node-id``), and those whose lease lapsed or
+        that have none; the others stay with their nodes.
+        """
 
         def op(tx: Tx) -> int:
             now = _now()
+            if not self.backend.shared:
+                return tx.execute(
+                    "UPDATE runs SET ready_at = ?, lease_owner = NULL, updated_at = ? "
+                    "WHERE status = 'running' AND ready_at IS NULL",
+                    (now, now),
+                )
             return tx.execute(
-                "UPDATE runs SET ready_at = ?, updated_at = ? WHERE status = 'running' AND ready_at IS NULL",
-                (now, now),
+                "UPDATE runs SET ready_at = ?, lease_owner = NULL, updated_at = ? "
+                "WHERE status = 'running' AND ready_at IS NULL "
+                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)",
+                (now, now, self.node_id, now),
             )
 
         return await self.backend.write(op)

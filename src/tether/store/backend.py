@@ -28,12 +28,43 @@ class Tx(Protocol):
 
 
 class Backend(ABC):
-    """How transactions are run against one database."""
+    """How transactions are run against one database, and the dialect hooks that let several
+    nodes share it.
+
+    The store's operations are correct under concurrent writers when each write transaction
+    that reads a run's row in order to change the run locks that row first (``for_update``),
+    claims skip rows another node holds (``skip_locked``), and every change another node may
+    wait for is published (``publish``) in the transaction that makes it. On SQLite, whose one
+    writer thread runs every write transaction serially, these are empty strings and no-ops:
+    the hot path (journal appends) pays nothing for them.
+    """
 
     on_commit: Callable[[int], None] | None = None
     """Told how many write transactions each commit held (group commit); may run on any thread."""
     faults: int = 0
     """Operations refused so far for a fault of the store itself (:class:`~tether.errors.StoreUnavailableError`)."""
+
+    shared: bool = False
+    """Whether several nodes may use this database at once (it is a server, not a file)."""
+
+    for_update: str = ""
+    """Appended to a SELECT of one run's row in a write transaction: locks it until commit."""
+
+    skip_locked: str = ""
+    """Appended to a claim's SELECT: takes the rows, skipping those another node holds."""
+
+    def publish(self, tx: Tx, topic: str, payload: str = "") -> None:  # noqa: B027 - a no-op hook
+        """Tell every node's :meth:`subscribe` callback, once ``tx`` commits (nothing on SQLite,
+        whose only node learns of its own changes directly)."""
+
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:  # noqa: B027 - a no-op hook
+        """Call ``callback(topic, payload)`` on the event loop calling this, for every publish
+        by any node (including this one); nothing on a backend that is not shared."""
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a transient database failure after which the transaction can run
+        again (serialization failure, deadlock, lost connection)."""
+        return False
 
     @abstractmethod
     async def write(self, fn: Callable[[Tx], T]) -> T:

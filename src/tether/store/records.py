@@ -133,6 +133,8 @@ class Run:
     """The run this one was restarted or forked from."""
     link_kind: str | None = None
     """``restart`` or ``fork``."""
+    node: str | None = None
+    """The node running the run's attempt now (its lease holder), if one is."""
 
     @classmethod
     def from_row(cls, row: Row) -> Run:
@@ -159,6 +161,7 @@ class Run:
             completed_at=row["completed_at"],
             linked_from=row["linked_from"],
             link_kind=row["link_kind"],
+            node=row["lease_owner"] if row["status"] == "running" and row["ready_at"] is None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -177,6 +180,7 @@ class Run:
             "stuck_reason": self.stuck_reason,
             "last_error": self.last_error,
             "attempt": self.attempt,
+            "node": self.node,
             "parent_run_id": self.parent_run_id,
             "idempotency_key": self.idempotency_key,
             "created_at": self.created_at,

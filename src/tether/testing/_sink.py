@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from tether.core.appends import Start, Verdict, judge, plan_wait, refusal
 from tether.core.journal import EntryKind, JournalEntry
 from tether.errors import FencedError
 from tether.protocol import Completion, ErrorInfo, NewEntry
@@ -49,16 +50,15 @@ class MemorySink:
                 or ``fence_after_append`` is set and the batch stored something new (the
                 batch *is* stored then, as when an acknowledgement is lost).
         """
+        # As the store does, entry by entry: an earlier entry of the batch takes its index too.
+        taken = {i: (e.kind, e.name, e.args_digest) for i, e in self.entries.items()}
         for new in entries:
-            old = self.entries.get(new["index"])
-            if old is not None and (old.kind, old.name, old.args_digest) != (
-                new["kind"],
-                new["name"],
-                new["args_digest"],
-            ):
-                raise FencedError(
-                    f"entry {new['index']} already holds {old.kind} {old.name}; refusing {new['kind']} {new['name']}"
-                )
+            existing = taken.get(new["index"])
+            command = (str(new["kind"]), new["name"], new["args_digest"])
+            taken.setdefault(new["index"], command)
+            if judge(existing, command) is Verdict.REFUSE:
+                assert existing is not None
+                raise FencedError(refusal(new["index"], existing, command))
         completions: list[Completion] = []
         stored = 0
         for new in entries:
@@ -88,10 +88,13 @@ class MemorySink:
         return completions
 
     def _start_waiting(self, entry: JournalEntry) -> Completion | None:
-        if entry.kind == EntryKind.SLEEP:
+        args = entry.args if isinstance(entry.args, dict) else None
+        plan = plan_wait(entry.kind, args, cancelling=False, signal_buffered=bool(self._signals.get(entry.name)))
+        if plan.start is Start.COMPLETE or (plan.start is Start.TIMER and entry.kind == EntryKind.SLEEP):
+            # The harness does not wait out sleeps: a sleep completes at once, whatever its length.
             self.complete(entry.index, None)
             return {"index": entry.index, "result": None, "error": None}
-        if entry.kind == EntryKind.SIGNAL and self._signals.get(entry.name):
+        if plan.start is Start.TAKE_SIGNAL:
             payload = self._signals[entry.name].popleft()
             self.complete(entry.index, payload)
             return {"index": entry.index, "result": payload, "error": None}

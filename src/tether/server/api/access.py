@@ -131,6 +131,11 @@ async def create_tenant(request: Request) -> Response:
     return json_response(created, 201)
 
 
+async def list_nodes(request: Request) -> Response:
+    """``GET /v1/nodes``: the nodes serving the store, their leases and workers (operator only)."""
+    return json_response({"nodes": await runtime(request).store.nodes()})
+
+
 ROUTES = [
     Route("/v1/whoami", whoami, methods=["GET"]),
     Route("/v1/tokens", list_tokens, methods=["GET"]),
@@ -138,4 +143,5 @@ ROUTES = [
     Route("/v1/tokens/{id}", revoke_token, methods=["DELETE"]),
     Route("/v1/tenants", list_tenants, methods=["GET"]),
     Route("/v1/tenants", create_tenant, methods=["POST"]),
+    Route("/v1/nodes", list_nodes, methods=["GET"]),
 ]
