@@ -157,17 +157,24 @@ def diff(settings: Settings, a: str, b: str) -> None:
     if settings.as_json:
         emit_json(result)
         return
-    console.print(f"{result['from']['label']} -> {result['to']['label']}")
+    print_diff(result)
+
+
+def print_diff(result: dict[str, Any], *, indent: str = "") -> None:
+    """A diff as ``tether deployments diff`` prints it (``tether dev`` prints it after each save)."""
+    console.print(f"{indent}{result['from']['label']} -> {result['to']['label']}", highlight=False)
     if not result["changes"]:
-        console.print("no changes")
+        console.print(f"{indent}no changes")
     for change in result["changes"]:
-        console.print(f"  {change['component']}: {change['change']}: {change['detail']}")
+        console.print(f"{indent}  {change['component']}: {change['change']}: {change['detail']}", highlight=False)
     affected = result["runs_affected_if_unpinned"]
     if affected:
         label = result["from"]["label"]
-        console.print(f"{len(affected)} in-flight runs on {label} use what changed (pinning keeps them on {label}):")
+        console.print(
+            f"{indent}{len(affected)} in-flight runs on {label} use what changed (pinning keeps them on {label}):"
+        )
         for item in affected[:20]:
-            console.print(f"  {item['run_id']} ({item['workflow']}): {', '.join(item['changed'])}")
+            console.print(f"{indent}  {item['run_id']} ({item['workflow']}): {', '.join(item['changed'])}")
 
 
 @deployments.command()

@@ -63,9 +63,14 @@ def run(
     wait: bool,
     timeout: float,
 ) -> None:
-    """Start a run of WORKFLOW, pinned to what --env names now (or to --deployment)."""
+    """Start a run of WORKFLOW, pinned to what --env names now (or to --deployment).
+
+    Without either, --env defaults to TETHER_ENV or the profile's env.
+    """
+    if env is None and deployment is None:
+        env = settings.env
     if (env is None) == (deployment is None):
-        raise click.UsageError("give exactly one of --env or --deployment")
+        raise click.UsageError("give exactly one of --env or --deployment (or set TETHER_ENV, or a profile's env)")
     payload = parse_json_arg(input_, "--input")
 
     async def go(c: Client) -> tuple[m.Run, dict[str, str]]:
@@ -192,7 +197,14 @@ def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
     if settings.as_json:
         emit_json(r)
         return
-    console.print(f"run {r['id']} {r['status']}")
+    if r["status"] == "cancelled":
+        console.print(f"run {r['id']} cancelled")
+    else:
+        # The cancel is durable, but the run ends only when its code has handled it.
+        console.print(
+            f"cancel requested for run {r['id']}: its waits now raise RunCancelledError, and it ends cancelled "
+            f"once its code returns (tether runs show {r['id']})"
+        )
 
 
 @click.command()
