@@ -23,6 +23,7 @@ from tether.cli._common import (
     when,
 )
 from tether.client import Client
+from tether.testing._harness import EXPORT_FORMAT
 
 FAILED = {"failed", "cancelled", "killed"}
 
@@ -185,6 +186,30 @@ def show(settings: Settings, run_id: str) -> None:
             taken = "buffered" if s["consumed_by_entry"] is None else f"entry {s['consumed_by_entry']}"
             sent.add_row(s["name"], short(s["payload"]), when(s["created_at"]), taken)
         console.print(sent)
+
+
+@runs.command()
+@click.argument("run_id")
+@pass_settings
+def export(settings: Settings, run_id: str) -> None:
+    """Print RUN_ID as JSON (run, journal, signals, deployment) to replay it in a test.
+
+    tether runs export RUN > run.json; then, in a test of the local code,
+    (await tether.testing.replay_export(app, "run.json")).assert_compatible().
+    """
+
+    async def go(c: Client) -> dict[str, Any]:
+        r = await c.run(run_id)
+        deployment = await c.deployment(r["deployment_id"])
+        return {
+            "format": EXPORT_FORMAT,
+            "run": r,
+            "journal": await c.journal(run_id),
+            "signals": await c.signals(run_id),
+            "deployment": {k: deployment[k] for k in ("id", "label", "app", "manifest_digest")},
+        }
+
+    emit_json(call(settings, go))
 
 
 @runs.command()
