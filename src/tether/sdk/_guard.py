@@ -116,17 +116,34 @@ def first_app_frame(depth: int) -> str | None:
     return None
 
 
+_NO_ARGUMENTS = {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "uuid4", "random"}
+"""Functions called without arguments: their wrapper skips packing ``*args`` (the event loop
+reads ``time.monotonic`` on every turn)."""
+
+
 def _wrap(module: ModuleType, name: str, instead: str) -> Callable[..., Any]:
     real = getattr(module, name)
     shown = f"{module.__name__}.{name}()"
+    active = ACTIVE.get
 
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        reporter = ACTIVE.get()
-        if reporter is not None:
-            where = app_frame(1)
-            if where is not None:
-                reporter.nondeterministic(shown, instead, where)
+    def report() -> None:
+        where = app_frame(2)
+        if where is not None:
+            reporter = active()
+            assert reporter is not None
+            reporter.nondeterministic(shown, instead, where)
+
+    def guarded_plain() -> Any:
+        if active() is not None:
+            report()
+        return real()
+
+    def guarded_any(*args: Any, **kwargs: Any) -> Any:
+        if active() is not None:
+            report()
         return real(*args, **kwargs)
+
+    guarded = guarded_plain if name in _NO_ARGUMENTS else guarded_any
 
     guarded.__name__ = real.__name__
     guarded.__qualname__ = getattr(real, "__qualname__", real.__name__)
