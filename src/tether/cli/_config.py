@@ -29,6 +29,9 @@ from typing import Any
 
 import click
 
+from tether.cli._common import Settings
+from tether.client import default_token, default_url
+
 KEYS = ("url", "token", "env")
 
 
@@ -97,3 +100,27 @@ def load_profile(name: str | None) -> Profile:
             err=True,
         )
     return Profile(wanted, url=table.get("url"), token=table.get("token"), env=table.get("env"))
+
+
+def resolve_settings(*, url: str | None, token: str | None, profile: str | None, as_json: bool) -> Settings:
+    """The root command's settings: each from the flag, else its variable, else the profile, else
+    the default. A profile's token goes only to the profile's own server, never to a URL given
+    by ``--url`` or ``TETHER_URL``."""
+    chosen = load_profile(profile)
+    if url:
+        resolved_url, source = url, "flag"
+    elif os.environ.get("TETHER_URL"):
+        resolved_url, source = default_url(), "env"
+    elif chosen.url:
+        resolved_url, source = chosen.url, "profile"
+    else:
+        resolved_url, source = default_url(), "default"
+    profile_token = chosen.token if chosen.url is None or chosen.url == resolved_url else None
+    return Settings(
+        resolved_url,
+        as_json,
+        token or default_token() or profile_token,
+        url_source=source,
+        env=os.environ.get("TETHER_ENV") or chosen.env,
+        profile=chosen.name,
+    )

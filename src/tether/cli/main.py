@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from tether._version import __version__
-from tether.cli._common import Settings
-from tether.cli._config import load_profile
+from tether.cli._config import resolve_settings
 from tether.cli.audit import audit
 from tether.cli.backup import backup, restore
 from tether.cli.deployments import deploy, deployments
@@ -18,7 +15,6 @@ from tether.cli.runs import run, runs, signal
 from tether.cli.serve import serve
 from tether.cli.server import server
 from tether.cli.tokens import tenants, tokens
-from tether.client import default_token, default_url
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,23 +44,7 @@ def cli(ctx: click.Context, url: str | None, token: str | None, profile: str | N
     """
     if ctx.resilient_parsing:
         return  # completing a command line: read no config file
-    chosen = load_profile(profile)
-    if url:
-        resolved_url, source = url, "flag"
-    elif os.environ.get("TETHER_URL"):
-        resolved_url, source = default_url(), "env"
-    elif chosen.url:
-        resolved_url, source = chosen.url, "profile"
-    else:
-        resolved_url, source = default_url(), "default"
-    ctx.obj = Settings(
-        resolved_url,
-        as_json,
-        token or default_token() or chosen.token,
-        url_source=source,
-        env=os.environ.get("TETHER_ENV") or chosen.env,
-        profile=chosen.name,
-    )
+    ctx.obj = resolve_settings(url=url, token=token, profile=profile, as_json=as_json)
 
 
 for command in (
