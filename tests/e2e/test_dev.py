@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.conftest import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -111,3 +113,29 @@ def test_every_save_is_a_deployment_and_old_runs_stay_pinned(tmp_path: Path) -> 
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_attached_to_a_server_dev_deploys_there_and_leaves_it_running(server: ServerProcess, tmp_path: Path) -> None:
+    app = tmp_path / "hello"
+    shutil.copytree(ROOT / "examples" / "hello", app)
+    log = tmp_path / "dev.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "--url", server.url, "dev", str(app), "--env", "preview"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    output = Output(log, process)
+    try:
+        output.expect(rf"attached to the server at {re.escape(server.url)}")
+        output.expect(r"new deployment v1 \(dep_\w+\): preview -> v1")
+        output.expect(r"watching .* for changes")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200, "an attached server keeps running"
+    envs = server.call(lambda c: c.envs())
+    assert [e["name"] for e in envs] == ["preview"]
