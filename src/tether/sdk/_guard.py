@@ -105,17 +105,6 @@ def app_frame(depth: int) -> str | None:
     return f"{filename}:{frame.f_lineno}"
 
 
-def first_app_frame(depth: int) -> str | None:
-    """``file:line`` of the nearest frame from ``depth`` levels up that is the app's code."""
-    frame: Any = sys._getframe(depth + 1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith("<") and not filename.startswith(_LIBRARIES):
-            return f"{filename}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
-
-
 _NO_ARGUMENTS = {"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "uuid4", "random"}
 """Functions called without arguments: their wrapper skips packing ``*args`` (the event loop
 reads ``time.monotonic`` on every turn)."""
