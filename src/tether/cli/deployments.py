@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from tether.api_models import Diff
 from tether.cli._common import EXIT_REFUSED, Settings, call, console, emit_json, pass_settings, when
 
 
@@ -160,7 +161,7 @@ def diff(settings: Settings, a: str, b: str) -> None:
     print_diff(result)
 
 
-def print_diff(result: dict[str, Any], *, indent: str = "") -> None:
+def print_diff(result: Diff, *, indent: str = "") -> None:
     """A diff as ``tether deployments diff`` prints it (``tether dev`` prints it after each save)."""
     console.print(f"{indent}{result['from']['label']} -> {result['to']['label']}", highlight=False)
     if not result["changes"]:

@@ -24,7 +24,6 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 import httpx
@@ -143,18 +142,18 @@ class DevLoop:
         self.env = env
         self.app_ref = app_ref
         self.isolation = isolation
-        self.current: dict[str, Any] | None = None
-        """The deployment the environment was last moved to by this loop."""
+        self.current: str | None = None
+        """The id of the deployment this loop last moved the environment to."""
 
     async def _deploy(self, client: Client) -> None:
         previous = self.current
         if previous is None:
             for item in await client.envs():
                 if item["name"] == self.env and len(item["targets"]) == 1:
-                    previous = {"id": item["targets"][0]["deployment_id"]}
+                    previous = str(item["targets"][0]["deployment_id"])
         result = await client.deploy(self.root, env=self.env, app=self.app_ref, isolation=self.isolation)
-        self.current = result
-        if previous is not None and previous["id"] == result["id"]:
+        self.current = str(result["id"])
+        if previous == result["id"]:
             console.print(f"[yellow]no change[/yellow]: {self.env} still runs {result['label']} ({result['id']})")
             return
         verb = "new deployment" if result["created"] else "already deployed as"
@@ -162,7 +161,7 @@ class DevLoop:
             f"[green]✓[/green] {verb} [bold]{result['label']}[/bold] ({result['id']}): {self.env} -> {result['label']}"
         )
         if previous is not None:
-            print_diff(await client.diff(previous["id"], result["id"]), indent="  ")
+            print_diff(await client.diff(previous, result["id"]), indent="  ")
         labels = {d["id"]: d["label"] for d in await client.deployments()}
         runs = [r for r in await client.runs(limit=500) if r["status"] in IN_FLIGHT]
         if not runs:
