@@ -33,10 +33,25 @@ EXIT_UNREACHABLE = 5
 class Settings:
     """Options of the root command, passed to every subcommand."""
 
-    def __init__(self, url: str, as_json: bool, token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        as_json: bool,
+        token: str | None = None,
+        *,
+        url_source: str = "default",
+        env: str | None = None,
+        profile: str | None = None,
+    ) -> None:
         self.url = url
         self.as_json = as_json
         self.token = token
+        self.url_source = url_source
+        """Where the URL came from: ``flag``, ``env`` (TETHER_URL), ``profile`` or ``default``."""
+        self.env = env
+        """The default environment (TETHER_ENV or the profile's ``env``), if any."""
+        self.profile = profile
+        """The profile in use, if any."""
 
 
 def pass_settings(fn: Callable[..., T]) -> Callable[..., T]:

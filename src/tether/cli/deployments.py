@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from tether.api_models import Diff
 from tether.cli._common import EXIT_REFUSED, Settings, call, console, emit_json, pass_settings, when
 
 
@@ -157,17 +158,24 @@ def diff(settings: Settings, a: str, b: str) -> None:
     if settings.as_json:
         emit_json(result)
         return
-    console.print(f"{result['from']['label']} -> {result['to']['label']}")
+    print_diff(result)
+
+
+def print_diff(result: Diff, *, indent: str = "") -> None:
+    """A diff as ``tether deployments diff`` prints it (``tether dev`` prints it after each save)."""
+    console.print(f"{indent}{result['from']['label']} -> {result['to']['label']}", highlight=False)
     if not result["changes"]:
-        console.print("no changes")
+        console.print(f"{indent}no changes")
     for change in result["changes"]:
-        console.print(f"  {change['component']}: {change['change']}: {change['detail']}")
+        console.print(f"{indent}  {change['component']}: {change['change']}: {change['detail']}", highlight=False)
     affected = result["runs_affected_if_unpinned"]
     if affected:
         label = result["from"]["label"]
-        console.print(f"{len(affected)} in-flight runs on {label} use what changed (pinning keeps them on {label}):")
+        console.print(
+            f"{indent}{len(affected)} in-flight runs on {label} use what changed (pinning keeps them on {label}):"
+        )
         for item in affected[:20]:
-            console.print(f"  {item['run_id']} ({item['workflow']}): {', '.join(item['changed'])}")
+            console.print(f"{indent}  {item['run_id']} ({item['workflow']}): {', '.join(item['changed'])}")
 
 
 @deployments.command()

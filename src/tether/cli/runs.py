@@ -23,6 +23,7 @@ from tether.cli._common import (
     when,
 )
 from tether.client import Client
+from tether.testing._harness import EXPORT_FORMAT
 
 FAILED = {"failed", "cancelled", "killed"}
 
@@ -63,9 +64,14 @@ def run(
     wait: bool,
     timeout: float,
 ) -> None:
-    """Start a run of WORKFLOW, pinned to what --env names now (or to --deployment)."""
+    """Start a run of WORKFLOW, pinned to what --env names now (or to --deployment).
+
+    Without either, --env defaults to TETHER_ENV or the profile's env.
+    """
+    if env is None and deployment is None:
+        env = settings.env
     if (env is None) == (deployment is None):
-        raise click.UsageError("give exactly one of --env or --deployment")
+        raise click.UsageError("give exactly one of --env or --deployment (or set TETHER_ENV, or a profile's env)")
     payload = parse_json_arg(input_, "--input")
 
     async def go(c: Client) -> tuple[m.Run, dict[str, str]]:
@@ -185,6 +191,30 @@ def show(settings: Settings, run_id: str) -> None:
 
 @runs.command()
 @click.argument("run_id")
+@pass_settings
+def export(settings: Settings, run_id: str) -> None:
+    """Print RUN_ID as JSON (run, journal, signals, deployment) to replay it in a test.
+
+    tether runs export RUN > run.json; then, in a test of the local code,
+    (await tether.testing.replay_export(app, "run.json")).assert_compatible().
+    """
+
+    async def go(c: Client) -> dict[str, Any]:
+        r = await c.run(run_id)
+        deployment = await c.deployment(r["deployment_id"])
+        return {
+            "format": EXPORT_FORMAT,
+            "run": r,
+            "journal": await c.journal(run_id),
+            "signals": await c.signals(run_id),
+            "deployment": {k: deployment[k] for k in ("id", "label", "app", "manifest_digest")},
+        }
+
+    emit_json(call(settings, go))
+
+
+@runs.command()
+@click.argument("run_id")
 @click.option("--reason", default=None, help="Why (recorded in the audit log).")
 @pass_settings
 def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
@@ -193,7 +223,14 @@ def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
     if settings.as_json:
         emit_json(r)
         return
-    console.print(f"run {r['id']} {r['status']}")
+    if r["status"] == "cancelled":
+        console.print(f"run {r['id']} cancelled")
+    else:
+        # The cancel is durable, but the run ends only when its code has handled it.
+        console.print(
+            f"cancel requested for run {r['id']}: its waits now raise RunCancelledError, and it ends cancelled "
+            f"once its code returns (tether runs show {r['id']})"
+        )
 
 
 @click.command()

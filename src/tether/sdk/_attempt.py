@@ -17,8 +17,10 @@ ever depends on a value that a replay could produce differently.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
-import random as _random
+import logging
+import sys
 import time
 import traceback
 import uuid as _uuid
@@ -44,6 +46,7 @@ from tether.errors import (
     TerminalError,
 )
 from tether.protocol import Completion, ErrorInfo, InvokeRequest, InvokeResponse, NewEntry
+from tether.sdk import _guard
 from tether.sdk.agents import AgentDefinition, complete
 from tether.sdk.app import App, ComponentDefinition, RetryPolicy, definition_of
 from tether.sdk.context import Context, RunInfo
@@ -53,6 +56,11 @@ T = TypeVar("T")
 NO_ARGS = args_digest(None)
 SUSPEND_SETTLE_TICKS = 4
 """Event-loop turns to let workflow code react before deciding it only waits."""
+log = logging.getLogger("tether.workflow")
+# tether's own clock and randomness, unguarded: they run in the workflow's task on purpose.
+_real_time = _guard.REAL["time.time"]
+_real_random = _guard.REAL["random.random"]
+_real_uuid4 = _guard.REAL["uuid.uuid4"]
 
 
 class JournalSink(Protocol):
@@ -129,6 +137,7 @@ class Attempt(Context):
 
     def __init__(self, app: App, request: InvokeRequest, sink: JournalSink) -> None:
         """Prepare the attempt; nothing runs until :meth:`execute`."""
+        _guard.install()
         self._app = app
         self._request = request
         self._sink = sink
@@ -140,6 +149,8 @@ class Attempt(Context):
         self._busy = 0
         self._waits: dict[int, tuple[asyncio.Future[Any], Callable[[Any, ErrorInfo | None], Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._executing: dict[asyncio.Task[Any], tuple[str, str, int]] = {}
+        """Tasks of steps and ``ctx.run`` the code started: (command, file, line where issued)."""
         self._poke = asyncio.Event()
         self._fenced: str | None = None
         self._stuck: ErrorInfo | None = None
@@ -173,7 +184,10 @@ class Attempt(Context):
             kwargs = validated_input(workflow, self._request["input"])
         except SchemaError as exc:
             return {"outcome": "failed", "error": error_info(exc)}
-        main: asyncio.Task[Any] = asyncio.create_task(workflow.fn(self, **kwargs))
+        # The workflow's own task (and the tasks it creates) carry the guard; see _guard.
+        guarded = contextvars.copy_context()
+        guarded.run(_guard.ACTIVE.set, self)
+        main: asyncio.Task[Any] = asyncio.get_running_loop().create_task(workflow.fn(self, **kwargs), context=guarded)
         # The driver wakes when poked, and the workflow's end pokes it too: one event to wait
         # on, rather than a new waiter task and an asyncio.wait for every step.
         main.add_done_callback(lambda _: self._poke.set())
@@ -236,7 +250,18 @@ class Attempt(Context):
         return {"outcome": "suspended", "waiting_on": waiting}
 
     async def _finish(self, main: asyncio.Task[Any]) -> InvokeResponse:
-        # Commands issued but never awaited still complete and are journaled.
+        if not main.cancelled() and main.exception() is None and not self._dry_run:
+            forgotten = next((where for task, where in self._executing.items() if not task.done()), None)
+            if forgotten is not None:
+                command, filename, line = forgotten
+                self._stop_stuck(
+                    "UnawaitedCommand",
+                    f"{filename}:{line}: workflow {self._info.workflow} returned while {command} it started there "
+                    f"was still running: its result was never awaited. Write 'await {command.split('(')[0]}(...)' "
+                    "(or asyncio.gather the commands before returning)",
+                )
+                return await self._abort(main)
+        # Commands issued but never awaited (and already finished) are journaled all the same.
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
@@ -337,16 +362,22 @@ class Attempt(Context):
         except Exception as exc:
             future.set_exception(exc)
 
-    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def _spawn(self, coro: Coroutine[Any, Any, T], issued: tuple[str, str, int] | None = None) -> asyncio.Task[T]:
         """Run a command's work as a task; the attempt counts as busy from this very moment.
 
         Counting from the spawn, not from the task's first step, matters: between the two, the
         driver could otherwise see only open waits and suspend on an entry never appended.
+        The task runs without the workflow guard: steps may read clocks and draw random numbers.
+        ``issued`` (command, file, line) marks a step whose result the code should await.
         """
         self._busy += 1
-        task = asyncio.ensure_future(self._busy_while(coro))
+        unguarded = contextvars.copy_context()
+        unguarded.run(_guard.ACTIVE.set, None)
+        task = asyncio.get_running_loop().create_task(self._busy_while(coro), context=unguarded)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        if issued is not None:
+            self._executing[task] = issued
         return task
 
     async def _busy_while(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -359,6 +390,7 @@ class Attempt(Context):
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._executing.pop(task, None)
         if not task.cancelled():
             # Mark the outcome as seen: the code that awaits it sees it anyway, and an attempt
             # that ends early must not log every task it abandoned.
@@ -440,8 +472,10 @@ class Attempt(Context):
             return self._done(revive, decision)
         if decision.action is not Action.EXECUTE:
             return self._never()
+        caller = sys._getframe(1)
         return self._spawn(
-            self._execute(index, command, payload, lambda: definition.fn(**bound), definition.retry, revive)
+            self._execute(index, command, payload, lambda: definition.fn(**bound), definition.retry, revive),
+            (f"ctx.step({definition.name})", caller.f_code.co_filename, caller.f_lineno),
         )
 
     def _step_revive(self, definition: ComponentDefinition) -> Callable[[Any, ErrorInfo | None], Any]:
@@ -465,7 +499,11 @@ class Attempt(Context):
             return self._done(revive, decision)
         if decision.action is not Action.EXECUTE:
             return self._never()
-        return self._spawn(self._execute(index, command, None, fn, RetryPolicy(), revive))
+        caller = sys._getframe(1)
+        return self._spawn(
+            self._execute(index, command, None, fn, RetryPolicy(), revive),
+            (f"ctx.run({name!r})", caller.f_code.co_filename, caller.f_lineno),
+        )
 
     async def _execute(
         self,
@@ -535,13 +573,13 @@ class Attempt(Context):
         return value
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._value(EntryKind.NOW, time.time), tz=UTC)
+        return datetime.fromtimestamp(self._value(EntryKind.NOW, _real_time), tz=UTC)
 
     def uuid(self) -> _uuid.UUID:
-        return _uuid.UUID(self._value(EntryKind.UUID, lambda: str(_uuid.uuid4())))
+        return _uuid.UUID(self._value(EntryKind.UUID, lambda: str(_real_uuid4())))
 
     def random(self) -> float:
-        return float(self._value(EntryKind.RANDOM, _random.random))
+        return float(self._value(EntryKind.RANDOM, _real_random))
 
     def set(self, key: str, value: Any, /) -> None:
         payload = to_jsonable_python(value)
@@ -591,6 +629,23 @@ class Attempt(Context):
                 self._reject_signal(index, name, result, exc)
 
         return self._waiting(index, decision, self._pending_entry(index, command, args), revive)
+
+    def nondeterministic(self, call: str, instead: str, where: str) -> NoReturn:
+        """End the attempt ``stuck``: the workflow's code called ``call`` (see :mod:`._guard`)."""
+        self._stop_stuck(
+            "NonDeterministicCall",
+            f"{where}: workflow {self._info.workflow} called {call}, which gives another value (or waits outside "
+            f"the journal) on every replay. Use {instead}; steps (ctx.step, ctx.run) may call anything. Deploy the "
+            "fix, then move the run to it: tether runs move RUN --to DEPLOYMENT",
+        )
+        raise _Stop
+
+    def _stop_stuck(self, kind: str, message: str) -> None:
+        """Record why the attempt stops ``stuck`` (the first reason wins) and log it."""
+        if self._stuck is None:
+            self._stuck = {"type": kind, "message": message}
+            log.warning("run %s stuck: %s", self._info.run_id, message)
+        self._poke.set()
 
     def _reject_signal(self, index: int, name: str, payload: Any, exc: ValidationError) -> NoReturn:
         """End the attempt ``stuck``: the code rejects a signal payload the journal holds.

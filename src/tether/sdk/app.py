@@ -118,13 +118,30 @@ def _check_json(annotation: Any, what: str) -> None:
         TypeError: saying what to use instead.
     """
     try:
-        TypeAdapter(annotation).json_schema()
+        schema = TypeAdapter(annotation).json_schema()
     except (PydanticSchemaGenerationError, PydanticInvalidForJsonSchema, PydanticUserError) as exc:
         shown = getattr(annotation, "__name__", repr(annotation))
         raise TypeError(
             f"{what} is {shown}, which tether cannot carry as JSON ({type(exc).__name__}): use JSON types, "
             "a pydantic model or a dataclass"
         ) from None
+    if _has_set(schema):
+        # JSON has no sets: a set would reach callers (and the journal) as a list, in an order
+        # that differs from process to process. Refused rather than silently turned into a list.
+        shown = getattr(annotation, "__name__", None) or repr(annotation)
+        raise TypeError(
+            f"{what} is (or holds) a set ({shown}), which JSON cannot carry: a caller would get a list in no "
+            "particular order. Declare list[...] (sorted, if order must not matter) instead"
+        )
+
+
+def _has_set(schema: Any) -> bool:
+    """Whether a JSON schema describes a set somewhere (pydantic marks them ``uniqueItems``)."""
+    if isinstance(schema, dict):
+        return schema.get("uniqueItems") is True or any(_has_set(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_set(v) for v in schema)
+    return False
 
 
 @dataclass(eq=False)
@@ -234,6 +251,14 @@ class App:
         component = name or fn.__name__
         if kind == "workflow" and not inspect.iscoroutinefunction(fn):
             raise TypeError(f"workflow {component} must be defined with 'async def'")
+        if kind == "workflow":
+            from tether.sdk._guard import clock_calls_in
+
+            for call, line in clock_calls_in(fn):
+                raise TypeError(
+                    f"{inspect.getsourcefile(fn)}:{line}: workflow {component} calls {call}, which gives another "
+                    "time on every replay: use ctx.now() (recorded once and replayed), or read the clock in a step"
+                )
         model, names, ret, takes_context = _signature_model(component, fn, skip_first=kind == "workflow")
         if takes_context and kind == "function":
             raise TypeError(f"function {component} takes the context: register it as a @app.tool or a workflow")

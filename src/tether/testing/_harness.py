@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +20,8 @@ from tether.testing._sink import MemorySink
 DEPLOYMENT_ID = "dep_test"
 DEPLOYMENT_LABEL = "v1"
 TOKEN = "t"
+EXPORT_FORMAT = "tether.run/1"
+"""The ``format`` of ``tether runs export``'s JSON."""
 
 
 def _name(workflow: str | Callable[..., Any]) -> str:
@@ -252,3 +256,86 @@ async def replay(
     entries = [e if isinstance(e, JournalEntry) else JournalEntry.from_json(dict(e)) for e in journal]
     request = _request(app, "replay", 1, _name(workflow), input or {}, entries)
     return await Attempt(app, request, MemorySink(entries)).execute()
+
+
+@dataclass
+class ReplayVerdict:
+    """Whether the local code replays a recorded run (see :func:`replay_export`)."""
+
+    compatible: bool
+    """The code re-issues every journaled command, in order, as recorded."""
+    run_id: str
+    """The recorded run."""
+    workflow: str
+    """Its workflow."""
+    deployment: str
+    """The label of the deployment it was recorded on."""
+    replayed: int | None = None
+    """Entries replayed when compatible."""
+    mismatch: dict[str, Any] | None = None
+    """The first difference, as ``tether deployments check`` reports it."""
+    error: ErrorInfo | None = None
+    """Why the replay could not finish otherwise (e.g. a non-deterministic call)."""
+
+    @property
+    def message(self) -> str:
+        """One line for people."""
+        if self.compatible:
+            return f"run {self.run_id} ({self.workflow}, recorded on {self.deployment}) replays on this code"
+        if self.mismatch is not None:
+            problem = str(self.mismatch.get("message"))
+        else:
+            problem = self.error["message"] if self.error is not None else "unknown"
+        return f"run {self.run_id} ({self.workflow}, recorded on {self.deployment}) does not replay: {problem}"
+
+    def assert_compatible(self) -> None:
+        """Raise ``AssertionError`` with :attr:`message` unless compatible."""
+        if not self.compatible:
+            raise AssertionError(self.message)
+
+
+def load_export(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A run exported by ``tether runs export RUN`` (a path to its JSON, or the parsed object).
+
+    Raises:
+        ValueError: it is not such an export.
+    """
+    data = json.loads(Path(source).read_text()) if isinstance(source, str | Path) else dict(source)
+    if data.get("format") != EXPORT_FORMAT or not isinstance(data.get("run"), dict):
+        raise ValueError(
+            f"not a run export (format {data.get('format')!r}, expected {EXPORT_FORMAT!r}): "
+            "make one with 'tether runs export RUN > run.json'"
+        )
+    return data
+
+
+async def replay_export(app: App, source: str | Path | Mapping[str, Any]) -> ReplayVerdict:
+    """Replay a recorded run's journal against ``app`` (the local code), executing nothing.
+
+    The offline sibling of ``tether deployments check``: the same dry run, the same verdict.
+    Record a run with ``tether runs export RUN > run.json`` (from production, say), then in a
+    test: ``(await replay_export(app, "run.json")).assert_compatible()``. A journal that the
+    code would continue past (a run still waiting) is compatible when everything recorded
+    replays; nothing beyond the recording runs.
+
+    Raises:
+        ValueError: ``source`` is not a run export.
+    """
+    data = load_export(source)
+    run = data["run"]
+    entries = [JournalEntry.from_json(dict(e)) for e in data.get("journal") or []]
+    request = _request(app, str(run["id"]), 1, str(run["workflow"]), run.get("input") or {}, entries)
+    request["dry_run"] = True
+    answer = await Attempt(app, request, MemorySink(entries)).execute()
+    outcome = answer["outcome"]
+    deployment = str((data.get("deployment") or {}).get("label") or run.get("deployment_id"))
+    verdict = ReplayVerdict(
+        compatible=outcome == "compatible", run_id=str(run["id"]), workflow=str(run["workflow"]), deployment=deployment
+    )
+    if outcome == "compatible":
+        verdict.replayed = answer.get("replayed")
+    elif outcome == "mismatch":
+        verdict.mismatch = answer.get("mismatch")
+    else:
+        verdict.error = answer.get("error") or {"type": outcome, "message": f"the replay ended {outcome}"}
+    return verdict

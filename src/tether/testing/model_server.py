@@ -43,7 +43,8 @@ from starlette.routing import Route
 
 Script = Callable[[dict[str, Any]], dict[str, Any]]
 """A script maps a chat-completions request to the assistant message to answer, or to
-``{"status": 429}`` (any status) to answer an HTTP failure instead."""
+``{"status": 429}`` (any status, with an optional ``"error"`` text) to answer an HTTP failure
+instead."""
 
 _SCALE = re.compile(r"from 0 to (\d+)")
 _OBJECT = re.compile(r"\{.*\}", re.S)
@@ -180,7 +181,8 @@ def create_model_app(
         message = script(body)
         if "status" in message:
             # A script may answer an HTTP failure instead (e.g. 429, to exercise retries).
-            return JSONResponse({"error": {"message": "scripted failure"}}, status_code=int(message["status"]))
+            text = str(message.get("error", "scripted failure"))
+            return JSONResponse({"error": {"message": text}}, status_code=int(message["status"]))
         words = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
         answer = len(str(message.get("content") or message.get("tool_calls")).split())
         return JSONResponse(
