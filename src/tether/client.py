@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,6 +14,8 @@ from tether import _bundle, _json
 from tether.errors import ApiError
 
 DEFAULT_URL = "http://127.0.0.1:7070"
+PAGE_SIZE = 1000
+"""Items asked for per page when a list is followed to its end."""
 DEPLOY_TIMEOUT = 960.0
 """Seconds a deploy may take: building a bundle's environment may download every wheel."""
 
@@ -115,6 +117,41 @@ class Client:
             _raise_for(response)
         return _json.loads(response.content) if response.content else None
 
+    async def pages(
+        self, path: str, key: str, *, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The items of a list route, following ``next_cursor`` from page to page.
+
+        Args:
+            path: the list route (``/v1/runs``).
+            key: the field of the answer that holds the page's items (``runs``).
+            params: its filters.
+            limit: stop after this many items (default: the whole list).
+
+        Example::
+
+            async for run in client.pages("/v1/runs", "runs", params={"status": "stuck"}):
+                print(run["id"])
+        """
+        cursor: str | None = None
+        seen = 0
+        while True:
+            page_size = PAGE_SIZE if limit is None else max(1, min(PAGE_SIZE, limit - seen))
+            answer = await self.request("GET", path, params={**(params or {}), "limit": page_size, "cursor": cursor})
+            for item in answer[key]:
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            cursor = answer.get("next_cursor")
+            if not cursor:
+                return
+
+    async def _all(
+        self, path: str, key: str, *, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        return [item async for item in self.pages(path, key, params=params, limit=limit)]
+
     # --- deployments --------------------------------------------------------------------
 
     async def deploy(
@@ -184,8 +221,8 @@ class Client:
         return result
 
     async def deployments(self) -> list[dict[str, Any]]:
-        """Every deployment with status, environments and runs in flight."""
-        return list((await self.request("GET", "/v1/deployments"))["deployments"])
+        """Every deployment with status, environments and runs in flight (every page)."""
+        return await self._all("/v1/deployments", "deployments")
 
     async def deployment(self, ref: str) -> dict[str, Any]:
         """One deployment (id or label), with its manifest."""
@@ -205,8 +242,8 @@ class Client:
     # --- environments -------------------------------------------------------------------
 
     async def envs(self) -> list[dict[str, Any]]:
-        """Every environment."""
-        return list((await self.request("GET", "/v1/envs"))["environments"])
+        """Every environment (every page)."""
+        return await self._all("/v1/envs", "environments")
 
     async def set_env(self, name: str, deployment: str, *, reason: str | None = None) -> dict[str, Any]:
         """Point ``name`` at one deployment."""
@@ -236,8 +273,8 @@ class Client:
         return result
 
     async def env_history(self, name: str) -> list[dict[str, Any]]:
-        """Every change of ``name``, newest first."""
-        return list((await self.request("GET", f"/v1/envs/{name}/history"))["history"])
+        """Every change of ``name``, newest first (every page)."""
+        return await self._all(f"/v1/envs/{name}/history", "history")
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -291,17 +328,32 @@ class Client:
             if run["status"] in {"completed", "failed", "cancelled", "killed", "stuck"} or left <= 0:
                 return run
 
-    async def runs(self, **filters: Any) -> list[dict[str, Any]]:
-        """Runs, newest first (stuck first), filtered by status, workflow, deployment, env."""
-        return list((await self.request("GET", "/v1/runs", params=filters))["runs"])
+    async def runs(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
+        """Runs, stuck first, then newest first, filtered by status, workflow, deployment, env;
+        at most ``limit`` of them (None: all, page after page)."""
+        return await self._all("/v1/runs", "runs", params=filters, limit=limit)
 
-    async def journal(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's journal entries."""
-        return list((await self.request("GET", f"/v1/runs/{run_id}/journal"))["entries"])
+    def iter_runs(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every run that matches ``filters``, page after page, in :meth:`runs`' order."""
+        return self.pages("/v1/runs", "runs", params=filters)
+
+    async def journal(self, run_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The run's journal entries by index: all of them (page after page), or the first ``limit``."""
+        return await self._all(f"/v1/runs/{run_id}/journal", "entries", limit=limit)
+
+    async def journal_page(
+        self, run_id: str, *, limit: int = 1000, cursor: str | None = None, start: int | None = None
+    ) -> dict[str, Any]:
+        """One page of the run's journal: ``{"entries": [...], "next_cursor": ...}``, after
+        ``cursor`` or from index ``start``."""
+        page: dict[str, Any] = await self.request(
+            "GET", f"/v1/runs/{run_id}/journal", params={"limit": limit, "cursor": cursor, "from": start}
+        )
+        return page
 
     async def signals(self, run_id: str) -> list[dict[str, Any]]:
         """The signals sent to the run, oldest first (``consumed_by_entry`` is None while buffered)."""
-        return list((await self.request("GET", f"/v1/runs/{run_id}/signals"))["signals"])
+        return await self._all(f"/v1/runs/{run_id}/signals", "signals")
 
     async def state(self, run_id: str) -> dict[str, Any]:
         """The run's durable state."""
@@ -330,12 +382,9 @@ class Client:
         result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
         return result
 
-    async def audit(self, *, limit: int = 200, target: str | None = None) -> list[dict[str, Any]]:
+    async def audit(self, *, limit: int | None = 200, target: str | None = None) -> list[dict[str, Any]]:
         """The audit log, newest first; only the records about ``target`` when given."""
-        params: dict[str, Any] = {"limit": limit}
-        if target is not None:
-            params["target"] = target
-        return list((await self.request("GET", "/v1/audit", params=params))["audit"])
+        return await self._all("/v1/audit", "audit", params={"target": target}, limit=limit)
 
     # --- escape hatches -----------------------------------------------------------------
 
@@ -410,7 +459,7 @@ class Client:
 
     async def tokens(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
         """The tokens of this client's tenant (an operator may name another), without secrets."""
-        return list((await self.request("GET", "/v1/tokens", params={"tenant": tenant}))["tokens"])
+        return await self._all("/v1/tokens", "tokens", params={"tenant": tenant})
 
     async def revoke_token(self, token_id: str) -> dict[str, Any]:
         """Revoke a token by its id (``tokens`` lists them); it is refused from then on."""
@@ -419,7 +468,7 @@ class Client:
 
     async def tenants(self) -> list[dict[str, Any]]:
         """Every tenant (needs an operator token)."""
-        return list((await self.request("GET", "/v1/tenants"))["tenants"])
+        return await self._all("/v1/tenants", "tenants")
 
     async def create_tenant(self, name: str) -> dict[str, Any]:
         """Create a tenant (needs an operator token)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from importlib import resources
 
-LATEST = 7
+LATEST = 10
 
 
 def migrations() -> list[tuple[int, str]]:
