@@ -377,6 +377,20 @@ class Client:
         )
         return result
 
+    async def query(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> Any:
+        """The answer of query ``name`` of a run, from the deployment the run is pinned to.
+
+        Returns:
+            The query's output.
+        """
+        answer = await self.query_answer(run_id, name, input)
+        return answer["output"]
+
+    async def query_answer(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Query ``name`` of a run: ``{"run_id", "query", "deployment_id", "deployment_label", "output"}``."""
+        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/queries/{name}", json=input or {})
+        return result
+
     async def cancel(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
         """Cancel a run (audited)."""
         result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})

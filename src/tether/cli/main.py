@@ -10,6 +10,7 @@ from tether.cli.audit import audit
 from tether.cli.backup import backup, restore
 from tether.cli.deployments import deploy, deployments
 from tether.cli.env import env
+from tether.cli.query import query
 from tether.cli.runs import run, runs, signal
 from tether.cli.serve import serve
 from tether.cli.server import server
@@ -32,7 +33,22 @@ def cli(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -
     ctx.obj = Settings(url or default_url(), as_json, token or default_token())
 
 
-for command in (server, serve, deploy, deployments, env, run, runs, signal, audit, tokens, tenants, backup, restore):
+for command in (
+    server,
+    serve,
+    deploy,
+    deployments,
+    env,
+    run,
+    runs,
+    signal,
+    query,
+    audit,
+    tokens,
+    tenants,
+    backup,
+    restore,
+):
     cli.add_command(command)
 
 

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether.errors import BadRequestError
+from tether.server import queries
 from tether.server.api._http import (
     PAGE_PARAMS,
     accept_params,
@@ -115,6 +116,18 @@ async def signals(request: Request) -> Response:
     return page_response("signals", f"signals:{run_id}", found, limit, lambda s: (s["id"],), lambda s: s)
 
 
+async def query(request: Request) -> Response:
+    """``POST /v1/runs/{id}/queries/{name}``: body is the query's input object (or empty).
+
+    Answered by the run's pinned deployment from its journal; the run is not changed.
+    """
+    payload = await read_json(request, default=None)
+    answer = await queries.query(
+        runtime(request), tenant(request), request.path_params["id"], request.path_params["name"], payload
+    )
+    return json_response(answer)
+
+
 ROUTES = [
     Route("/v1/envs/{env}/workflows/{name}/runs", start_in_env, methods=["POST"]),
     Route("/v1/deployments/{dep}/workflows/{name}/runs", start_on_deployment, methods=["POST"]),
@@ -124,4 +137,5 @@ ROUTES = [
     Route("/v1/runs/{id}/signals/{name}", signal, methods=["POST"]),
     Route("/v1/runs/{id}/state", state, methods=["GET"]),
     Route("/v1/runs/{id}/journal", journal, methods=["GET"]),
+    Route("/v1/runs/{id}/queries/{name}", query, methods=["POST"]),
 ]
