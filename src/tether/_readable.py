@@ -18,7 +18,7 @@ from tether.core.journal import MANUAL_KEY
 
 
 def _json(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
 
 
 def _time(ts: Any) -> str:
@@ -62,7 +62,9 @@ def _model_turn(result: Any) -> str | None:
             shown.append(_call(str(function.get("name", "?")), function.get("arguments")))
         return "asked to call " + ", ".join(shown)
     content = message.get("content")
-    return "answered: " + ("(nothing)" if content is None else _json(content))
+    if content is None:
+        return "answered nothing"
+    return "answered: " + (content if isinstance(content, str) else _json(content))
 
 
 def _seconds(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""Dashboard pages: deployments and their manifests, diffs, environments, runs and a run's journal.
+"""Dashboard pages: deployments and their manifests, diffs, environments, the version map, runs
+and a run's journal.
 
 Each view calls the same service functions as the HTTP API (``Runtime`` and its store); the
 pages are Jinja2 templates, and ``static/dashboard.js`` patches the live parts in place. The
@@ -19,6 +20,7 @@ from tether._readable import signals_by_entry, summarize
 from tether.core.paging import CursorError, cut, decode_cursor, encode_cursor
 from tether.core.status import TERMINAL, RunStatus
 from tether.dashboard import actions
+from tether.dashboard._map import layout
 from tether.dashboard._render import HERE, error_page, render
 from tether.errors import BadRequestError, ConflictError, NotFoundError, TetherError
 from tether.server.api._http import runtime, tenant
@@ -110,6 +112,17 @@ async def envs_page(request: Request) -> Response:
 
 RUNS_PER_PAGE = 200
 ENTRIES_PER_PAGE = 500
+
+
+async def map_page(request: Request) -> Response:
+    """``GET /map``: environments as arrows to deployments, runs in flight on each as bars,
+    draining deployments fading as their runs finish: what to look at before retiring one."""
+    rt, tid = runtime(request), tenant(request)
+    deployments = await rt.deployments(tid)
+    envs = [e.to_json() for e in await rt.store.list_envs(tid)]
+    drawn = layout(deployments, envs, await rt.store.run_totals(tid))
+    labels = {str(d["id"]): str(d["label"]) for d in deployments}
+    return render("map.html", page="map", map=drawn, envs=envs, labels=labels)
 
 
 async def runs_page(request: Request) -> Response:
@@ -255,6 +268,7 @@ ROUTES = [
     Route("/deployments/{dep}", deployment_page, methods=["GET"]),
     Route("/diff", diff_page, methods=["GET"]),
     Route("/envs", envs_page, methods=["GET"]),
+    Route("/map", map_page, methods=["GET"]),
     Route("/runs", runs_page, methods=["GET"]),
     Route("/runs/{id}", run_page, methods=["GET"]),
     Route("/runs/{id}/move", move_page, methods=["GET"]),

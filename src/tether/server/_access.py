@@ -104,6 +104,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/deployments/{dep}"): READ,
     ("GET", "/diff"): READ,
     ("GET", "/envs"): READ,
+    ("GET", "/map"): READ,
     ("GET", "/runs"): READ,
     ("GET", "/runs/{id}"): READ,
     ("GET", "/runs/{id}/move"): READ,

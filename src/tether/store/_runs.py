@@ -238,6 +238,16 @@ class RunOps(Ops):
 
         return await self.backend.read(op)
 
+    async def run_totals(self, tenant_id: str) -> dict[str, int]:
+        """Every run pinned to each deployment of the tenant, whatever its status, by deployment id."""
+        rows = await self.backend.read(
+            lambda tx: tx.all(
+                "SELECT deployment_id, COUNT(*) AS n FROM runs WHERE tenant_id = ? GROUP BY deployment_id",
+                (tenant_id,),
+            )
+        )
+        return {r["deployment_id"]: r["n"] for r in rows}
+
     async def counts(self) -> dict[tuple[str, str, str, str], int]:
         """Runs per (tenant, deployment id, deployment label, status), across tenants (for metrics)."""
         rows = await self.backend.read(
