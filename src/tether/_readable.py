@@ -44,27 +44,52 @@ def _call(name: str, arguments: Any) -> str:
     return f"{name}({'' if arguments is None else _json(arguments)})"
 
 
+def _turn(calls: list[str], texts: list[str]) -> str:
+    if calls:
+        return "asked to call " + ", ".join(calls)
+    if texts:
+        return "answered: " + " ".join(texts)
+    return "answered nothing"
+
+
 def _model_turn(result: Any) -> str | None:
-    """What a model answered: the tool calls it asked for, or its final answer."""
+    """What a model answered — the tool calls it asked for, or its final answer — from a chat
+    completion, an OpenAI Agents SDK response or a Pydantic AI response; None for another shape."""
     if not isinstance(result, Mapping):
         return None
     choices = result.get("choices")
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], Mapping)):
-        return None
-    message = choices[0].get("message")
-    if not isinstance(message, Mapping):
-        return None
-    calls = message.get("tool_calls") or []
-    if calls:
-        shown = []
-        for call in calls:
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        message = choices[0].get("message")
+        if not isinstance(message, Mapping):
+            return None
+        calls = []
+        for call in message.get("tool_calls") or []:
             function = call.get("function", {}) if isinstance(call, Mapping) else {}
-            shown.append(_call(str(function.get("name", "?")), function.get("arguments")))
-        return "asked to call " + ", ".join(shown)
-    content = message.get("content")
-    if content is None:
-        return "answered nothing"
-    return "answered: " + (content if isinstance(content, str) else _json(content))
+            calls.append(_call(str(function.get("name", "?")), function.get("arguments")))
+        content = message.get("content")
+        texts = [] if content is None else [content if isinstance(content, str) else _json(content)]
+        return _turn(calls, texts)
+    items = result.get("output")
+    if isinstance(items, list):  # OpenAI Agents SDK: Responses API output items
+        calls, texts = [], []
+        for item in (i for i in items if isinstance(i, Mapping)):
+            if item.get("type") == "function_call":
+                calls.append(_call(str(item.get("name", "?")), item.get("arguments")))
+            elif item.get("type") == "message":
+                for part in item.get("content") or []:
+                    if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                        texts.append(part["text"])
+        return _turn(calls, texts)
+    parts = result.get("parts")
+    if isinstance(parts, list):  # Pydantic AI: a ModelResponse's parts
+        calls, texts = [], []
+        for part in (p for p in parts if isinstance(p, Mapping)):
+            if part.get("part_kind") == "tool-call":
+                calls.append(_call(str(part.get("tool_name", "?")), part.get("args")))
+            elif part.get("part_kind") == "text" and isinstance(part.get("content"), str):
+                texts.append(part["content"])
+        return _turn(calls, texts)
+    return None
 
 
 def _seconds(value: Any) -> str:

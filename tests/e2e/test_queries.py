@@ -9,7 +9,9 @@ refused; a query its deployment does not declare is a 404 that names those it do
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,31 @@ def test_refusals_say_what_to_do(two_versions: ServerProcess, make_app: Callable
     server.wait_for(on_v2, {"suspended"})
     gone = refused(server, on_v2, "sneaky")
     assert gone.http_status == 404 and "on v2" in gone.message
+
+
+@pytest.fixture
+def fast_reaping_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", tmp_path / "server.log", args=["--worker-idle-timeout", "1"])
+    proc.start()
+    yield proc
+    proc.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        sys.stderr.write(f"\n--- server log ---\n{proc.log_path.read_text(errors='replace')[-8000:]}\n")
+
+
+def test_a_query_starts_the_pinned_deployments_worker_again(
+    fast_reaping_server: ServerProcess, make_app: Callable[..., Path]
+) -> None:
+    server = fast_reaping_server
+    server.call(lambda c: c.deploy(make_app("review-v1", APP.format(**V1)), env="prod"))
+    run_id = server.call(lambda c: c.start_run("review", {"name": "ada"}, env="prod"))["id"]
+    server.wait_for(run_id, {"suspended"})
+    deadline = time.monotonic() + 20
+    while server.call(lambda c: c.deployment("v1"))["workers"] != 0:
+        assert time.monotonic() < deadline, "v1's worker should stop once idle"
+        time.sleep(0.2)
+    asleep = server.call(lambda c: c.deployment("v1"))["cold_starts"]
+    assert server.call(lambda c: c.query(run_id, "progress"))["stage"] == "waiting"
+    assert server.call(lambda c: c.deployment("v1"))["cold_starts"] == asleep + 1
+    assert server.call(lambda c: c.run(run_id))["status"] == "suspended"
