@@ -10,6 +10,7 @@ journaled command (a step, a sleep, a signal wait, ``ctx.now()``...) is refused 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from tether.sdk.app import App, QueryDefinition
 
 T = TypeVar("T")
+QUERY_TIMEOUT = 30.0
+"""Seconds an async handler may take before the query fails (it holds a caller's request)."""
 
 
 class QueryContext(Context):
@@ -161,10 +164,16 @@ async def answer_query(app: App, request: InvokeRequest) -> InvokeResponse:
     try:
         value = found.fn(ctx, **kwargs)
         if inspect.isawaitable(value):
-            value = await value
+            value = await asyncio.wait_for(value, QUERY_TIMEOUT)
         output = to_jsonable_python(found.output.validate_python(value))
     except QueryRefusedError as exc:
         return _failed(QueryRefusedError.__name__, exc.message)
+    except TimeoutError:
+        return _failed(
+            "QueryTimeout",
+            f"query {found.name} did not answer within {QUERY_TIMEOUT:g}s: a query reads the journal; "
+            "it should not wait on anything",
+        )
     except ValidationError as exc:
         return _failed(
             SchemaError.__name__,
