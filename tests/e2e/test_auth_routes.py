@@ -248,7 +248,8 @@ def _build(server: ServerProcess, tmp: Path) -> World:
     shutil.copytree(HELLO, acme_v2)
     with (acme_v2 / "hello.py").open("a") as f:
         f.write('\n\n@app.function\nasync def acme_only(x: int) -> int:\n    """Only in acme."""\n    return x\n')
-        f.write('\n\n@app.query(onboard)\ndef stage(ctx: tether.QueryContext) -> str | None:\n    return ctx.state.get("stage")\n')
+        f.write("\n\n@app.query(onboard)\ndef stage(ctx: tether.QueryContext) -> str | None:\n")
+        f.write('    return ctx.state.get("stage")\n')
 
     async def objects() -> tuple[Values, str]:
         async with Client(server.url, token=tokens[("default", A)]) as d:

@@ -125,3 +125,17 @@ def test_declaring_a_query_wrongly_is_refused_where_it_is_written() -> None:
         @app.query("review")
         def progress(ctx: tether.QueryContext) -> str:
             return ""
+
+
+def test_the_harness_answers_queries_from_the_journal_so_far() -> None:
+    from tether.errors import QueryRefusedError
+    from tether.testing import WorkflowHarness
+
+    async def go() -> None:
+        harness = WorkflowHarness(make_app())
+        assert (await harness.run("review", {"name": "ada"})).outcome == "completed"  # sleeps pass at once
+        assert await harness.query("progress") == {"stage": "started", "entries": 2}
+        with pytest.raises(QueryRefusedError, match="ctx.now"):
+            await harness.query("when")
+
+    asyncio.run(go())
