@@ -90,6 +90,8 @@ def test_unknown_parameters_and_foreign_cursors_are_refused(deployed: ServerProc
     assert foreign.status_code == 400
     assert "another list" in foreign.json()["error"]["message"]
     assert get(deployed, "/v1/runs", limit=0).status_code == 400
+    dashboard = get(deployed, "/runs", cursor="not-a-cursor")
+    assert dashboard.status_code == 400 and "first page" in dashboard.text
     # Every list route answers next_cursor, null on its last page.
     for path, key in (
         ("/v1/deployments", "deployments"),
