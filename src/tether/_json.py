@@ -50,6 +50,41 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
         ).encode()
 
 
+class DepthError(ValueError):
+    """A document nested deeper than a limit allows."""
+
+    def __init__(self, limit: int) -> None:
+        """Name the limit."""
+        super().__init__(f"the JSON is nested more than {limit} levels deep; the limit is {limit}")
+        self.limit = limit
+
+
+def check_depth(raw: bytes, value: Any, limit: int) -> None:
+    """Refuse ``value`` (parsed from ``raw``) if it nests containers deeper than ``limit``.
+
+    A document with no more than ``limit`` brackets cannot be that deep: that count runs in C,
+    so ordinary bodies pay nothing more; only the others are walked, and the walk stops at the
+    first container too deep.
+
+    Raises:
+        DepthError: the value is nested deeper than ``limit``.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise DepthError(limit)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON exactly (big integers stay integers).
 
@@ -63,5 +98,10 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         except RecursionError:
             # orjson refuses nesting past MAX_DEPTH with a ValueError; the exact parser would
             # exhaust the interpreter's stack instead, and that must not escape as a crash.
-            raise ValueError(f"the JSON is nested too deeply (at most {MAX_DEPTH} levels)") from None
-    return orjson.loads(raw)
+            raise DepthError(MAX_DEPTH) from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+            raise DepthError(MAX_DEPTH) from None
+        raise

@@ -64,17 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
         _exit_with_parent(args.parent_pid)
+    # The runtime reads one protocol line from standard output: keep that pipe for it, and send
+    # everything else written there (the app's prints at import, and later) to the log.
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     environment = _environment.fingerprint(exclude=[str(args.app_dir)])
     if args.spare:
         _warm_up()
     expected = json.loads(sys.stdin.read() or "{}") if args.expect_stdin else {}
     app_ref = args.app if args.app is not None else expected.get("app")
     if not isinstance(app_ref, str):
-        print("TETHER_WORKER_ERROR " + json.dumps("no app reference (--app, or 'app' in the spec)"), flush=True)
+        print(
+            "TETHER_WORKER_ERROR " + json.dumps("no app reference (--app, or 'app' in the spec)"),
+            file=protocol,
+            flush=True,
+        )
         return 3
     refusal = _prove(args.app_dir, expected, environment)
     if refusal is not None:
-        print("TETHER_WORKER_REFUSED " + json.dumps(refusal), flush=True)
+        print("TETHER_WORKER_REFUSED " + json.dumps(refusal), file=protocol, flush=True)
         return 3
     late_env = expected.get("env")
     if isinstance(late_env, dict):
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         secret = expected.get("link_secret")
         link = LinkServer(app, environment=environment, secret=secret if isinstance(secret, str) else None)
     except BundleError as exc:
-        print("TETHER_WORKER_ERROR " + json.dumps(exc.message), flush=True)
+        print("TETHER_WORKER_ERROR " + json.dumps(exc.message), file=protocol, flush=True)
         return 3
     tune_gc()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -94,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     sock.bind((args.host, 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    print(f"TETHER_WORKER_READY {port} {link.digest}", flush=True)
-    # From now on the app's own prints go to the log, never into the runtime's pipe.
-    os.dup2(2, 1)
+    print(f"TETHER_WORKER_READY {port} {link.digest}", file=protocol, flush=True)
+    protocol.close()
     asyncio.run(_serve(link, sock))
     return 0
 

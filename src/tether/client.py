@@ -6,12 +6,23 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from tether import _bundle, _json
+from tether import api_models as m
 from tether.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _as(model: type[M], value: Any) -> M:
+    """An answer as its model of :mod:`tether.api_models`: typed attributes, and the keys of
+    the dict it used to be (``run["status"]`` as well as ``run.status``)."""
+    return model.model_validate(value)
+
 
 DEFAULT_URL = "http://127.0.0.1:7070"
 PAGE_SIZE = 1000
@@ -42,6 +53,10 @@ def default_token() -> str | None:
 
 class Client:
     """Talks to a tether server's public API.
+
+    Answers are the models of :mod:`tether.api_models` (the ones the server's OpenAPI document
+    is generated from): ``run.status`` is typed, and ``run["status"]`` still reads the JSON
+    field as before. ``state`` is the run's own free-form object, a dict.
 
     Example::
 
@@ -120,7 +135,7 @@ class Client:
     async def pages(
         self, path: str, key: str, *, params: dict[str, Any] | None = None, limit: int | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """The items of a list route, following ``next_cursor`` from page to page.
+        """The items of a list route as JSON, following ``next_cursor`` from page to page.
 
         Args:
             path: the list route (``/v1/runs``).
@@ -148,9 +163,15 @@ class Client:
                 return
 
     async def _all(
-        self, path: str, key: str, *, params: dict[str, Any] | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        return [item async for item in self.pages(path, key, params=params, limit=limit)]
+        self,
+        model: type[M],
+        path: str,
+        key: str,
+        *,
+        params: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[M]:
+        return [_as(model, item) async for item in self.pages(path, key, params=params, limit=limit)]
 
     # --- deployments --------------------------------------------------------------------
 
@@ -162,7 +183,7 @@ class Client:
         app: str | None = None,
         progress: Callable[[str], None] | None = None,
         isolation: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> m.Deployed:
         """Pack the app folder ``path`` deterministically and deploy it (routing ``env``).
 
         ``progress`` receives the lines of the environment build as the server makes them;
@@ -179,11 +200,11 @@ class Client:
         app: str | None = None,
         progress: Callable[[str], None] | None = None,
         isolation: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> m.Deployed:
         """Deploy already-packed bundle bytes (see :meth:`deploy`)."""
         params = {k: v for k, v in {"env": env, "app": app, "isolation": isolation}.items() if v is not None}
         if progress is None:
-            result: dict[str, Any] = await self.request(
+            result = await self.request(
                 "POST",
                 "/v1/deployments",
                 content=data,
@@ -191,7 +212,7 @@ class Client:
                 headers={"content-type": "application/gzip"},
                 timeout=DEPLOY_TIMEOUT,
             )
-            return result
+            return _as(m.Deployed, result)
         headers = {"content-type": "application/gzip", "accept": "application/x-ndjson"}
         async with self._http.stream(
             "POST", "/v1/deployments", content=data, params=params, headers=headers, timeout=DEPLOY_TIMEOUT
@@ -209,72 +230,63 @@ class Client:
                     error = event["error"]
                     raise ApiError(int(event.get("status", 500)), error["code"], error["message"])
                 else:
-                    deployed: dict[str, Any] = event["deployment"]
-                    return deployed
+                    return _as(m.Deployed, event["deployment"])
         raise ApiError(502, "http_error", "the deploy answer ended before its result: deploy again")
 
-    async def register(self, url: str, *, secret: str, env: str | None = None) -> dict[str, Any]:
+    async def register(self, url: str, *, secret: str, env: str | None = None) -> m.Deployed:
         """Record the endpoint at ``url`` (``tether serve``) as a deployment, routing ``env``."""
-        result: dict[str, Any] = await self.request(
-            "POST", "/v1/deployments", json={"url": url, "secret": secret}, params={"env": env}
-        )
-        return result
+        result = await self.request("POST", "/v1/deployments", json={"url": url, "secret": secret}, params={"env": env})
+        return _as(m.Deployed, result)
 
-    async def deployments(self) -> list[dict[str, Any]]:
+    async def deployments(self) -> list[m.Deployment]:
         """Every deployment with status, environments and runs in flight (every page)."""
-        return await self._all("/v1/deployments", "deployments")
+        return await self._all(m.Deployment, "/v1/deployments", "deployments")
 
-    async def deployment(self, ref: str) -> dict[str, Any]:
+    async def deployment(self, ref: str) -> m.DeploymentDetail:
         """One deployment (id or label), with its manifest."""
-        result: dict[str, Any] = await self.request("GET", f"/v1/deployments/{ref}")
-        return result
+        result = await self.request("GET", f"/v1/deployments/{ref}")
+        return _as(m.DeploymentDetail, result)
 
-    async def diff(self, a: str, b: str) -> dict[str, Any]:
+    async def diff(self, a: str, b: str) -> m.Diff:
         """What changed from deployment ``a`` to ``b``."""
-        result: dict[str, Any] = await self.request("GET", f"/v1/deployments/{a}/diff/{b}")
-        return result
+        result = await self.request("GET", f"/v1/deployments/{a}/diff/{b}")
+        return _as(m.Diff, result)
 
-    async def remove_deployment(self, ref: str) -> dict[str, Any]:
+    async def remove_deployment(self, ref: str) -> m.Deployment:
         """Remove a drained deployment."""
-        result: dict[str, Any] = await self.request("DELETE", f"/v1/deployments/{ref}")
-        return result
+        result = await self.request("DELETE", f"/v1/deployments/{ref}")
+        return _as(m.Deployment, result)
 
     # --- environments -------------------------------------------------------------------
 
-    async def envs(self) -> list[dict[str, Any]]:
+    async def envs(self) -> list[m.Environment]:
         """Every environment (every page)."""
-        return await self._all("/v1/envs", "environments")
+        return await self._all(m.Environment, "/v1/envs", "environments")
 
-    async def set_env(self, name: str, deployment: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def set_env(self, name: str, deployment: str, *, reason: str | None = None) -> m.Environment:
         """Point ``name`` at one deployment."""
-        result: dict[str, Any] = await self.request(
-            "PUT", f"/v1/envs/{name}", json={"deployment": deployment, "reason": reason}
-        )
-        return result
+        result = await self.request("PUT", f"/v1/envs/{name}", json={"deployment": deployment, "reason": reason})
+        return _as(m.Environment, result)
 
-    async def split_env(self, name: str, weights: dict[str, int], *, reason: str | None = None) -> dict[str, Any]:
+    async def split_env(self, name: str, weights: dict[str, int], *, reason: str | None = None) -> m.Environment:
         """Point ``name`` at several deployments by weight (each new run draws one, sticky by key)."""
         targets = [{"deployment": ref, "weight": weight} for ref, weight in weights.items()]
-        result: dict[str, Any] = await self.request(
-            "PUT", f"/v1/envs/{name}", json={"targets": targets, "reason": reason}
-        )
-        return result
+        result = await self.request("PUT", f"/v1/envs/{name}", json={"targets": targets, "reason": reason})
+        return _as(m.Environment, result)
 
-    async def promote_env(self, name: str, source: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def promote_env(self, name: str, source: str, *, reason: str | None = None) -> m.Environment:
         """Point ``name`` where environment ``source`` points now."""
-        result: dict[str, Any] = await self.request(
-            "POST", f"/v1/envs/{name}/promote", json={"from": source, "reason": reason}
-        )
-        return result
+        result = await self.request("POST", f"/v1/envs/{name}/promote", json={"from": source, "reason": reason})
+        return _as(m.Environment, result)
 
-    async def rollback_env(self, name: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def rollback_env(self, name: str, *, reason: str | None = None) -> m.Environment:
         """Undo the latest pointer change of ``name``."""
-        result: dict[str, Any] = await self.request("POST", f"/v1/envs/{name}/rollback", json={"reason": reason})
-        return result
+        result = await self.request("POST", f"/v1/envs/{name}/rollback", json={"reason": reason})
+        return _as(m.Environment, result)
 
-    async def env_history(self, name: str) -> list[dict[str, Any]]:
+    async def env_history(self, name: str) -> list[m.EnvChange]:
         """Every change of ``name``, newest first (every page)."""
-        return await self._all(f"/v1/envs/{name}/history", "history")
+        return await self._all(m.EnvChange, f"/v1/envs/{name}/history", "history")
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -287,7 +299,7 @@ class Client:
         deployment: str | None = None,
         idempotency_key: str | None = None,
         wait: float = 0.0,
-    ) -> dict[str, Any]:
+    ) -> m.Run:
         """Start a run of ``workflow`` in ``env`` (or on ``deployment``).
 
         With ``wait`` (seconds, at most 3600) the answer comes once the run ended or the wait
@@ -301,7 +313,7 @@ class Client:
             else f"/v1/deployments/{deployment}/workflows/{workflow}/runs"
         )
         headers = {"idempotency-key": idempotency_key} if idempotency_key else None
-        result: dict[str, Any] = await self.request(
+        result = await self.request(
             "POST",
             path,
             json=input or {},
@@ -309,51 +321,51 @@ class Client:
             params={"wait": wait} if wait > 0 else None,
             timeout=wait + 30.0 if wait > 0 else None,
         )
-        return result
+        return _as(m.Run, result)
 
-    async def run(self, run_id: str) -> dict[str, Any]:
+    async def run(self, run_id: str) -> m.Run:
         """The run as it is now."""
-        result: dict[str, Any] = await self.request("GET", f"/v1/runs/{run_id}")
-        return result
+        result = await self.request("GET", f"/v1/runs/{run_id}")
+        return _as(m.Run, result)
 
-    async def result(self, run_id: str, *, wait: float = 0.0) -> dict[str, Any]:
+    async def result(self, run_id: str, *, wait: float = 0.0) -> m.Run:
         """The run once it ended (waiting up to ``wait`` seconds; longer waits are chained)."""
         left = wait
         while True:
             step = min(left, 60.0)
-            run: dict[str, Any] = await self.request(
-                "GET", f"/v1/runs/{run_id}/result", params={"wait": step}, timeout=step + 30.0
-            )
+            answer = await self.request("GET", f"/v1/runs/{run_id}/result", params={"wait": step}, timeout=step + 30.0)
+            run = _as(m.Run, answer)
             left -= step
-            if run["status"] in {"completed", "failed", "cancelled", "killed", "stuck"} or left <= 0:
+            if run.status in {"completed", "failed", "cancelled", "killed", "stuck"} or left <= 0:
                 return run
 
-    async def runs(self, *, limit: int | None = 100, **filters: Any) -> list[dict[str, Any]]:
+    async def runs(self, *, limit: int | None = 100, **filters: Any) -> list[m.Run]:
         """Runs, stuck first, then newest first, filtered by status, workflow, deployment, env;
         at most ``limit`` of them (None: all, page after page)."""
-        return await self._all("/v1/runs", "runs", params=filters, limit=limit)
+        return await self._all(m.Run, "/v1/runs", "runs", params=filters, limit=limit)
 
-    def iter_runs(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+    async def iter_runs(self, **filters: Any) -> AsyncIterator[m.Run]:
         """Every run that matches ``filters``, page after page, in :meth:`runs`' order."""
-        return self.pages("/v1/runs", "runs", params=filters)
+        async for item in self.pages("/v1/runs", "runs", params=filters):
+            yield _as(m.Run, item)
 
-    async def journal(self, run_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+    async def journal(self, run_id: str, *, limit: int | None = None) -> list[m.JournalEntry]:
         """The run's journal entries by index: all of them (page after page), or the first ``limit``."""
-        return await self._all(f"/v1/runs/{run_id}/journal", "entries", limit=limit)
+        return await self._all(m.JournalEntry, f"/v1/runs/{run_id}/journal", "entries", limit=limit)
 
     async def journal_page(
         self, run_id: str, *, limit: int = 1000, cursor: str | None = None, start: int | None = None
-    ) -> dict[str, Any]:
-        """One page of the run's journal: ``{"entries": [...], "next_cursor": ...}``, after
-        ``cursor`` or from index ``start``."""
-        page: dict[str, Any] = await self.request(
+    ) -> m.Journal:
+        """One page of the run's journal (``entries``, ``next_cursor``), after ``cursor`` or from
+        index ``start``."""
+        answer = await self.request(
             "GET", f"/v1/runs/{run_id}/journal", params={"limit": limit, "cursor": cursor, "from": start}
         )
-        return page
+        return _as(m.Journal, answer)
 
-    async def signals(self, run_id: str) -> list[dict[str, Any]]:
+    async def signals(self, run_id: str) -> list[m.SignalRecord]:
         """The signals sent to the run, oldest first (``consumed_by_entry`` is None while buffered)."""
-        return await self._all(f"/v1/runs/{run_id}/signals", "signals")
+        return await self._all(m.SignalRecord, f"/v1/runs/{run_id}/signals", "signals")
 
     async def state(self, run_id: str) -> dict[str, Any]:
         """The run's durable state."""
@@ -362,7 +374,7 @@ class Client:
 
     async def signal(
         self, run_id: str, name: str, payload: Any, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+    ) -> m.SignalDelivery:
         """Send signal ``name`` with ``payload`` to a run.
 
         With ``idempotency_key`` the signal is delivered at most once: a retry with the same
@@ -372,10 +384,10 @@ class Client:
         headers = {"content-type": "application/json"}
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
-        result: dict[str, Any] = await self.request(
+        result = await self.request(
             "POST", f"/v1/runs/{run_id}/signals/{name}", content=_json.dumps(payload), headers=headers
         )
-        return result
+        return _as(m.SignalDelivery, result)
 
     async def query(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> Any:
         """The answer of query ``name`` of a run, from the deployment the run is pinned to.
@@ -383,78 +395,76 @@ class Client:
         Returns:
             The query's output.
         """
-        answer = await self.query_answer(run_id, name, input)
-        return answer["output"]
+        return (await self.query_answer(run_id, name, input)).output
 
-    async def query_answer(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Query ``name`` of a run: ``{"run_id", "query", "deployment_id", "deployment_label", "output"}``."""
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/queries/{name}", json=input or {})
-        return result
+    async def query_answer(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> m.QueryAnswer:
+        """Query ``name`` of a run: the output, and the deployment that answered."""
+        result = await self.request("POST", f"/v1/runs/{run_id}/queries/{name}", json=input or {})
+        return _as(m.QueryAnswer, result)
 
-    async def cancel(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def cancel(self, run_id: str, *, reason: str | None = None) -> m.Run:
         """Cancel a run (audited)."""
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
+        return _as(m.Run, result)
 
-    async def audit(self, *, limit: int | None = 200, target: str | None = None) -> list[dict[str, Any]]:
-        """The audit log, newest first; only the records about ``target`` when given."""
-        return await self._all("/v1/audit", "audit", params={"target": target}, limit=limit)
+    async def audit(self, *, limit: int | None = 200, target: str | None = None) -> list[m.AuditRecord]:
+        """The audit log, newest first (at most ``limit`` records; None: all, page after page);
+        only the records about ``target`` when given."""
+        return await self._all(m.AuditRecord, "/v1/audit", "audit", params={"target": target}, limit=limit)
 
     # --- escape hatches -----------------------------------------------------------------
 
-    async def pause(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def pause(self, run_id: str, *, reason: str | None = None) -> m.Run:
         """Stop giving a run attempts until it is resumed (audited)."""
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/pause", json={"reason": reason})
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/pause", json={"reason": reason})
+        return _as(m.Run, result)
 
-    async def resume(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def resume(self, run_id: str, *, reason: str | None = None) -> m.Run:
         """Resume a paused run (audited)."""
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/resume", json={"reason": reason})
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/resume", json={"reason": reason})
+        return _as(m.Run, result)
 
-    async def kill(self, run_id: str, *, reason: str | None = None) -> dict[str, Any]:
+    async def kill(self, run_id: str, *, reason: str | None = None) -> m.Run:
         """End a run and its children at once (audited)."""
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/kill", json={"reason": reason})
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/kill", json={"reason": reason})
+        return _as(m.Run, result)
 
     async def restart(
         self, run_id: str, *, env: str | None = None, deployment: str | None = None, reason: str | None = None
-    ) -> dict[str, Any]:
+    ) -> m.Run:
         """A new run with the same input, linked to the old one (audited)."""
         body = {"env": env, "deployment": deployment, "reason": reason}
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/restart", json=body)
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/restart", json=body)
+        return _as(m.Run, result)
 
     async def fork(
         self, run_id: str, *, from_entry: int, deployment: str | None = None, reason: str | None = None
-    ) -> dict[str, Any]:
+    ) -> m.Run:
         """A new run whose journal is the old one's first ``from_entry`` entries (audited)."""
         body = {"from_entry": from_entry, "deployment": deployment, "reason": reason}
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/fork", json=body)
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/fork", json=body)
+        return _as(m.Run, result)
 
-    async def move(self, run_id: str, to: str, *, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+    async def move(self, run_id: str, to: str, *, force: bool = False, reason: str | None = None) -> m.Run:
         """Re-pin a run to deployment ``to`` after a dry run proves it replays there (audited)."""
         body = {"to": to, "force": force, "reason": reason}
-        result: dict[str, Any] = await self.request("POST", f"/v1/runs/{run_id}/move", json=body, timeout=300.0)
-        return result
+        result = await self.request("POST", f"/v1/runs/{run_id}/move", json=body, timeout=300.0)
+        return _as(m.Run, result)
 
     async def check(
         self, deployment: str, *, workflow: str | None = None, runs: list[str] | None = None
-    ) -> dict[str, Any]:
+    ) -> m.CheckReport:
         """Dry-run in-flight runs' journals on ``deployment``: compatible, or the first mismatch."""
         body = {"workflow": workflow, "runs": runs}
-        result: dict[str, Any] = await self.request(
-            "POST", f"/v1/deployments/{deployment}/check", json=body, timeout=600.0
-        )
-        return result
+        result = await self.request("POST", f"/v1/deployments/{deployment}/check", json=body, timeout=600.0)
+        return _as(m.CheckReport, result)
 
     # --- who may do what ----------------------------------------------------------------
 
-    async def whoami(self) -> dict[str, Any]:
+    async def whoami(self) -> m.Whoami:
         """The tenant, scope and audit name this client's requests act as."""
-        result: dict[str, Any] = await self.request("GET", "/v1/whoami")
-        return result
+        result = await self.request("GET", "/v1/whoami")
+        return _as(m.Whoami, result)
 
     async def create_token(
         self,
@@ -463,28 +473,26 @@ class Client:
         tenant: str | None = None,
         name: str | None = None,
         expires_in: str | float | None = None,
-    ) -> dict[str, Any]:
+    ) -> m.IssuedToken:
         """Create an API token; the answer's ``token`` is its text, shown this once only."""
         body = {"scope": scope, "tenant": tenant, "name": name, "expires_in": expires_in}
-        result: dict[str, Any] = await self.request(
-            "POST", "/v1/tokens", json={k: v for k, v in body.items() if v is not None}
-        )
-        return result
+        result = await self.request("POST", "/v1/tokens", json={k: v for k, v in body.items() if v is not None})
+        return _as(m.IssuedToken, result)
 
-    async def tokens(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+    async def tokens(self, *, tenant: str | None = None) -> list[m.Token]:
         """The tokens of this client's tenant (an operator may name another), without secrets."""
-        return await self._all("/v1/tokens", "tokens", params={"tenant": tenant})
+        return await self._all(m.Token, "/v1/tokens", "tokens", params={"tenant": tenant})
 
-    async def revoke_token(self, token_id: str) -> dict[str, Any]:
+    async def revoke_token(self, token_id: str) -> m.Token:
         """Revoke a token by its id (``tokens`` lists them); it is refused from then on."""
-        result: dict[str, Any] = await self.request("DELETE", f"/v1/tokens/{token_id}")
-        return result
+        result = await self.request("DELETE", f"/v1/tokens/{token_id}")
+        return _as(m.Token, result)
 
-    async def tenants(self) -> list[dict[str, Any]]:
-        """Every tenant (needs an operator token)."""
-        return await self._all("/v1/tenants", "tenants")
+    async def tenants(self) -> list[m.Tenant]:
+        """Every tenant (needs an operator token; every page)."""
+        return await self._all(m.Tenant, "/v1/tenants", "tenants")
 
-    async def create_tenant(self, name: str) -> dict[str, Any]:
+    async def create_tenant(self, name: str) -> m.Tenant:
         """Create a tenant (needs an operator token)."""
-        result: dict[str, Any] = await self.request("POST", "/v1/tenants", json={"name": name})
-        return result
+        result = await self.request("POST", "/v1/tenants", json={"name": name})
+        return _as(m.Tenant, result)

@@ -26,6 +26,7 @@ The tree::
     ├── SchemaError                   schema_violation     422
     ├── PayloadTooLargeError          too_large            413
     ├── WorkerUnavailableError        worker_unavailable   503
+    ├── StoreUnavailableError         store_unavailable    503 (with Retry-After)
     └── ApiError                      (the server's code)  (raised by the client)
 
 Every error serialises as ``{"error": {"code": ..., "message": ...}}`` on the HTTP API.
@@ -266,6 +267,24 @@ class WorkerUnavailableError(TetherError):
 
     code = "worker_unavailable"
     status = 503
+
+
+class StoreUnavailableError(TetherError):
+    """The store cannot take writes for now: its disk is full, another process holds its lock,
+    or it became read-only. Reads go on; the server retries on its own once the fault clears.
+
+    ``reason`` is ``full``, ``locked``, ``read_only`` or ``io``; ``retry_after`` the seconds a
+    client should wait before it tries again (the HTTP answer's ``Retry-After``).
+    """
+
+    code = "store_unavailable"
+    status = 503
+
+    def __init__(self, reason: str, message: str, *, retry_after: int = 5) -> None:
+        """Describe the fault and when to try again."""
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class PayloadTooLargeError(TetherError):

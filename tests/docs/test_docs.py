@@ -148,3 +148,21 @@ def test_the_readme_quickstart_is_the_example_it_names() -> None:
         for line in _code_lines(block):
             assert line in source[position:], f"README's {path} shows {line!r}, which the file does not have (in order)"
             position = source.index(line, position) + 1
+
+
+def test_http_api_page_and_openapi_document_describe_the_same_operations(tmp_path: Path) -> None:
+    app = create_app(ServerOptions(data_dir=tmp_path, runtime_url="http://x"))
+    document = app.state.openapi
+    operations = {f"{method.upper()} {path}" for path, methods in document["paths"].items() for method in methods}
+    page = (DOCS / "http-api.md").read_text()
+    headings = set(re.findall(r"^### `([A-Z]+ /(?:v1/|healthz|metrics|openapi\.json)\S*)`$", page, re.M))
+    assert operations - headings == set(), "in /openapi.json, without a '### `METHOD PATH`' section in http-api.md"
+    assert headings - operations == set(), "a section of http-api.md for an operation /openapi.json lacks"
+    # Each section names every error status the document lists for its operation.
+    for heading in sorted(operations):
+        method, path = heading.split(" ", 1)
+        section = page.split(f"### `{heading}`\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+        shared = {"400", "401", "403", "413", "421"}
+        for status in document["paths"][path][method.lower()]["responses"]:
+            if status.startswith("4") and status not in shared:
+                assert f"`{status}" in section or f"{status} " in section, f"http-api.md: {heading} lacks {status}"

@@ -82,6 +82,8 @@ NOBODY: frozenset[str] = frozenset()
 EXPECT: dict[tuple[str, str], Spec] = {
     ("GET", "/healthz"): Spec(NOBODY, "public", public_status=200),
     ("GET", "/metrics"): Spec(READ, "collection"),
+    ("GET", "/openapi.json"): Spec(RUN_READ, "collection"),
+    ("GET", "/api"): Spec(RUN_READ, "collection"),
     ("POST", "/v1/envs/{env}/workflows/{name}/runs"): Spec(INGRESS, "object", frozenset({201}), _json({"name": "ada"})),
     ("POST", "/v1/deployments/{dep}/workflows/{name}/runs"): Spec(
         INGRESS, "object", frozenset({201}), _json({"name": "ada"})
@@ -331,7 +333,7 @@ def _masked(text: str, v: Values) -> str:
 
 
 def _is_api(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/metrics"
+    return path.startswith("/v1/") or path in ("/metrics", "/openapi.json")
 
 
 def _allowed(spec: Spec, scope: str) -> bool:

@@ -13,6 +13,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ServerProcess
+from tether.server._spec import SPECS
+from tether.server.api._http import MAX_JSON_BYTES, MAX_JSON_DEPTH
+from tether.server.api.internal import MAX_APPEND_BYTES, MAX_APPEND_DEPTH
 
 APP = '''
 from pydantic import BaseModel
@@ -94,7 +97,7 @@ def test_malformed_json_is_400(deployed: ServerProcess) -> None:
             content=b'{"order": ' + b"[" * 5000 + number + b"]" * 5000 + b"}",
             headers={"content-type": "application/json"},
         )
-        assert "not valid JSON" in _error(deep, 400, "bad_request")
+        assert "nested more than 64 levels" in _error(deep, 400, "bad_request")
     assert deployed.table_counts() == before
 
 
@@ -202,3 +205,90 @@ def test_a_second_server_on_the_same_data_directory_is_refused(deployed: ServerP
     assert "another --data-dir" in second.stderr
     # The first one goes on serving.
     assert httpx.get(deployed.url + "/healthz").status_code == 200
+
+
+def _bodies(url: str, run_id: str) -> list[tuple[str, str]]:
+    """Every API route that reads a JSON body, with real ids: (method, URL)."""
+    values = {"env": "prod", "dep": "v1", "name": "place", "id": run_id}
+    found = []
+    for (method, path), op in SPECS.items():
+        if any(c.media_type == "application/json" for c in op.body):
+            if path.endswith("/signals/{name}"):
+                values = {**values, "name": "approval"}
+            found.append((method, url + path.format(**values)))
+            values["name"] = "place"
+    return found
+
+
+def test_every_json_body_is_bounded_in_depth_and_size(deployed: ServerProcess) -> None:
+    run = deployed.call(lambda c: c.start_run("place", {"order": {"sku": "a1", "quantity": 2}}, env="prod"))
+    deployed.wait_for(run["id"], {"suspended"})
+    before = deployed.table_counts()
+    routes = _bodies(deployed.url, run["id"])
+    assert len(routes) >= 15, routes
+    for method, url in routes:
+        internal = "/internal/" in url
+        depth = MAX_APPEND_DEPTH if internal else MAX_JSON_DEPTH
+        deep = b'{"a": ' * (depth + 1) + b"1" + b"}" * (depth + 1)
+        answer = httpx.request(method, url, content=deep, headers={"content-type": "application/json"})
+        message = _error(answer, 400, "bad_request")
+        assert f"nested more than {depth} levels" in message, (method, url, message)
+        size = MAX_APPEND_BYTES if internal else MAX_JSON_BYTES
+        big = b'{"a": "' + b"x" * size + b'"}'
+        answer = httpx.request(method, url, content=big, headers={"content-type": "application/json"}, timeout=60)
+        assert str(size) in _error(answer, 413, "too_large"), (method, url)
+    # Deep enough to exhaust the interpreter's stack, with a number only the exact parser reads.
+    deepest = b"[" * 5000 + b"12345678901234567890" + b"]" * 5000
+    answer = httpx.post(f"{deployed.url}/v1/envs/prod/workflows/place/runs", content=deepest)
+    assert f"nested more than {MAX_JSON_DEPTH} levels" in _error(answer, 400, "bad_request")
+    assert deployed.table_counts() == before
+    # Exactly at the limit the depth is no reason to refuse (a route may still refuse the content).
+    for method, url in routes:
+        depth = MAX_APPEND_DEPTH if "/internal/" in url else MAX_JSON_DEPTH
+        fits = b'{"a": ' * depth + b"1" + b"}" * depth
+        answer = httpx.request(method, url, content=fits, headers={"content-type": "application/json"})
+        assert "nested" not in answer.text and answer.status_code < 500, (method, url, answer.text)
+
+
+def _bundle(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_a_bundle_that_hangs_at_import_is_refused_with_its_stderr(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", args=["--import-timeout", "5"])
+    server.start()
+    try:
+        before = server.table_counts()
+        hangs = _bundle(
+            {
+                "tether.toml": b'app = "hangs:app"\n',
+                "hangs.py": b"import sys, time\nprint('warming the cache', file=sys.stderr, flush=True)\n"
+                b"time.sleep(3600)\n",
+            }
+        )
+        answer = httpx.post(f"{server.url}/v1/deployments", content=hangs, timeout=120)
+        message = _error(answer, 400, "bad_bundle")
+        assert "within 5s" in message and "--import-timeout" in message, message
+        assert "warming the cache" in message, message
+        assert server.table_counts() == before
+        # An app that prints to standard output at import is a good app: its prints go to the log.
+        chatty = _bundle(
+            {
+                "tether.toml": b'app = "chatty:app"\n',
+                "chatty.py": b"import tether\nprint('hello from import')\napp = tether.App('chatty')\n\n"
+                b"@app.workflow\nasync def hi(ctx: tether.Context) -> str:\n    print('hello from a run')\n"
+                b"    return 'hi'\n",
+            }
+        )
+        deployed = httpx.post(f"{server.url}/v1/deployments?env=prod", content=chatty, timeout=120)
+        assert deployed.status_code == 201, deployed.text
+        run = server.call(lambda c: c.start_run("hi", {}, env="prod", wait=60))
+        assert run["status"] == "completed" and run["output"] == "hi"
+    finally:
+        server.stop()

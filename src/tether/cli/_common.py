@@ -14,6 +14,7 @@ import click
 import httpx
 from rich.console import Console
 
+from tether.api_models import ApiObject
 from tether.client import Client
 from tether.errors import ApiError, TetherError
 
@@ -94,9 +95,16 @@ def fail(settings: Settings, code: str, message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+def _plain(value: Any) -> Any:
+    """An answer model (:mod:`tether.api_models`) as the JSON the server sent; else its text."""
+    if isinstance(value, ApiObject):
+        return value.to_dict()
+    return str(value)
+
+
 def emit_json(value: Any) -> None:
     """Machine-readable output."""
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=_plain))
 
 
 def when(ts: float | None) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from tether import api_models as m
 from tether._readable import clip, signals_by_entry, summarize
 from tether.cli._common import (
     EXIT_ERROR,
@@ -27,7 +28,7 @@ from tether.client import Client
 FAILED = {"failed", "cancelled", "killed"}
 
 
-def _finish(run: dict[str, Any], labels: dict[str, str]) -> None:
+def _finish(run: m.Run, labels: dict[str, str]) -> None:
     label = labels.get(run["deployment_id"], run["deployment_id"])
     status = run["status"]
     if status == "completed":
@@ -68,7 +69,7 @@ def run(
         raise click.UsageError("give exactly one of --env or --deployment")
     payload = parse_json_arg(input_, "--input")
 
-    async def go(c: Client) -> tuple[dict[str, Any], dict[str, str]]:
+    async def go(c: Client) -> tuple[m.Run, dict[str, str]]:
         started = await c.start_run(workflow, payload, env=env, deployment=deployment, idempotency_key=idempotency_key)
         final = await c.result(started["id"], wait=timeout) if wait else started
         return final, {d["id"]: d["label"] for d in await c.deployments()}
@@ -109,7 +110,7 @@ def list_(
 ) -> None:
     """Runs, stuck first, then newest first."""
 
-    async def go(c: Client) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    async def go(c: Client) -> tuple[list[m.Run], dict[str, str]]:
         items = await c.runs(
             status=status, workflow=workflow, deployment=deployment, env=env, limit=None if every else limit
         )
@@ -159,17 +160,18 @@ def show(settings: Settings, run_id: str, from_entry: int | None, entries: int |
 
     async def go(
         c: Client,
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[m.Run, list[dict[str, Any]], bool, dict[str, Any], m.DeploymentDetail, list[dict[str, Any]]]:
         r = await c.run(run_id)
         deployment = await c.deployment(r["deployment_id"])
         if paged:
             page = await c.journal_page(run_id, limit=size, start=from_entry or 0)
+            entries, more = [e.to_dict() for e in page.entries], bool(page.next_cursor)
         else:
-            page = {"entries": await c.journal(run_id), "next_cursor": None}
-        return r, page, await c.state(run_id), deployment, await c.signals(run_id)
+            entries, more = [e.to_dict() for e in await c.journal(run_id)], False
+        sent = [s.to_dict() for s in await c.signals(run_id)]
+        return r, entries, more, await c.state(run_id), deployment, sent
 
-    r, page, state, dep, signals = call(settings, go)
-    entries_shown: list[dict[str, Any]] = page["entries"]
+    r, entries_shown, more, state, dep, signals = call(settings, go)
     taken = signals_by_entry(signals)
     if settings.as_json:
         for e in entries_shown:
@@ -178,7 +180,7 @@ def show(settings: Settings, run_id: str, from_entry: int | None, entries: int |
             {
                 "run": r,
                 "journal": entries_shown,
-                "journal_next_from": entries_shown[-1]["index"] + 1 if page["next_cursor"] else None,
+                "journal_next_from": entries_shown[-1]["index"] + 1 if more else None,
                 "state": state,
                 "signals": signals,
                 "deployment": {"id": dep["id"], "label": dep["label"]},
@@ -206,7 +208,7 @@ def show(settings: Settings, run_id: str, from_entry: int | None, entries: int |
         what = clip(summarize(e, taken.get(e["index"])), 160)
         table.add_row(str(e["index"]), e["kind"], status, what, str(e["attempt"]), when(e["created_at"]))
     console.print(table)
-    if page["next_cursor"] and entries_shown:
+    if more and entries_shown:
         following = entries_shown[-1]["index"] + 1
         console.print(
             f"more entries follow: tether runs show {r['id']} --from-entry {following}"
@@ -254,7 +256,7 @@ def signal(settings: Settings, run_id: str, name: str, payload: str, idempotency
         console.print(f"signal {name} delivered to run {run_id} (entry {answer['delivered_to_entry']})")
 
 
-def _acted(settings: Settings, run: dict[str, Any], verb: str) -> None:
+def _acted(settings: Settings, run: m.Run, verb: str) -> None:
     if settings.as_json:
         emit_json(run)
     else:

@@ -15,8 +15,9 @@ import uvicorn
 
 import tether
 from tether._gc import tune_gc
-from tether.errors import ConflictError
+from tether.errors import BadRequestError, ConflictError
 from tether.server.app import ServerOptions, create_app
+from tether.server.retention import parse_duration, parse_override
 from tether.store import _backup, open_store
 from tether.store._datadir import lock_data_dir
 
@@ -88,11 +89,31 @@ def _tokens_exist(where: str | Path) -> bool:
     "needs (a cold wake then skips Python's start and tether's imports).",
 )
 @click.option(
+    "--import-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds a worker may take to import its app and start; a deploy that takes longer is refused (400).",
+)
+@click.option(
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
     metavar="NAME[:PORT]",
     help="Also answer requests for this Host (repeatable); loopback names always. Others get 421.",
+)
+@click.option(
+    "--retention",
+    default=None,
+    metavar="DURATION",
+    help="Prune runs this long after they end (30d, 12h, 15m, 60s): their journals, signals and state; "
+    "the audit log stays. Default: keep forever.",
+)
+@click.option(
+    "--retention-for",
+    "retention_for",
+    multiple=True,
+    metavar="ENV=DURATION",
+    help="Keep the runs started through environment ENV this long instead (repeatable), e.g. prod=90d.",
 )
 @click.option("--log-level", default="warning", show_default=True, help="Server log level.")
 def server(
@@ -103,7 +124,10 @@ def server(
     synchronous: str,
     worker_idle_timeout: float,
     warm_spares: bool,
+    import_timeout: float,
     allowed_hosts: tuple[str, ...],
+    retention: str | None,
+    retention_for: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the tether runtime: API, scheduler, dispatcher and workers.
@@ -111,6 +135,14 @@ def server(
     While no API token exists the server listens on loopback only and trusts every request;
     once one exists (tether tokens create), every request needs a token. See docs/security.md.
     """
+    try:
+        keep = None if retention is None else parse_duration(retention)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from None
+    try:
+        keep_for = tuple(parse_override(text) for text in retention_for)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention-for") from None
     loopback = is_loopback(host)
     if not loopback and not _tokens_exist(store_url or data_dir):
         raise click.UsageError(
@@ -128,10 +160,9 @@ def server(
     sock.listen(2048)
     actual = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{actual}"
-    data_dir.mkdir(parents=True, exist_ok=True)
     try:
         held = lock_data_dir(data_dir, url)
-    except ConflictError as exc:
+    except (ConflictError, BadRequestError) as exc:
         raise click.ClickException(exc.message) from None
     database = data_dir / _backup.DATABASE
     if store_url is None and database.exists() and (problem := _backup.damage(database)) is not None:
@@ -148,8 +179,11 @@ def server(
             synchronous=synchronous.upper(),
             worker_idle_timeout=worker_idle_timeout,
             warm_spares=warm_spares,
+            import_timeout=import_timeout,
             require_tokens=not loopback,
             allowed_hosts=allowed_hosts,
+            retention=keep,
+            retention_for=keep_for,
         )
     )
     # The store commits on a thread while the event loop runs Python: a thread that wants the

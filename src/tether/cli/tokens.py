@@ -13,11 +13,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 from rich.table import Table
 
+from tether import api_models as m
 from tether.cli._common import (
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
@@ -101,7 +102,7 @@ def create(
         raise click.BadParameter(exc.message, param_hint="--expires") from None
     if data_dir is not None:
 
-        async def make(store: Store) -> dict[str, Any]:
+        async def make(store: Store) -> m.IssuedToken:
             issued = await store.create_token(
                 tenant or "default",
                 scope=Scope(scope),
@@ -109,7 +110,7 @@ def create(
                 expires_at=None if lifetime is None else time.time() + lifetime,
                 actor=_local_actor(),
             )
-            return {**issued.token.to_json(), "token": issued.secret}
+            return m.IssuedToken.model_validate({**issued.token.to_json(), "token": issued.secret})
 
         made = local(data_dir, make)
     else:
@@ -133,8 +134,8 @@ def list_(settings: Settings, tenant: str | None, data_dir: Path | None) -> None
     """The tenant's tokens: id, name, scope, expiry, revocation (never the token itself)."""
     if data_dir is not None:
 
-        async def read(store: Store) -> list[dict[str, Any]]:
-            return [t.to_json() for t in await store.list_tokens(tenant)]
+        async def read(store: Store) -> list[m.Token]:
+            return [m.Token.model_validate(t.to_json()) for t in await store.list_tokens(tenant)]
 
         found = local(data_dir, read)
     else:
@@ -163,7 +164,8 @@ def list_(settings: Settings, tenant: str | None, data_dir: Path | None) -> None
 def revoke(settings: Settings, token_id: str, data_dir: Path | None) -> None:
     """Revoke the token TOKEN_ID (see 'tokens list'): refused from now on, its sessions end."""
     if data_dir is not None:
-        revoked = local(data_dir, lambda store: store.revoke_token(None, token_id, actor=_local_actor())).to_json()
+        gone = local(data_dir, lambda store: store.revoke_token(None, token_id, actor=_local_actor()))
+        revoked = m.Token.model_validate(gone.to_json())
     else:
         revoked = call(settings, lambda c: c.revoke_token(token_id))
     if settings.as_json:
@@ -184,7 +186,7 @@ def tenants() -> None:
 def create_tenant(settings: Settings, name: str, data_dir: Path | None) -> None:
     """Create the tenant NAME; then give it tokens with 'tokens create --tenant NAME'."""
     if data_dir is not None:
-        made = local(data_dir, lambda store: store.create_tenant(name, actor=_local_actor()))
+        made = m.Tenant.model_validate(local(data_dir, lambda store: store.create_tenant(name, actor=_local_actor())))
     else:
         made = call(settings, lambda c: c.create_tenant(name))
     if settings.as_json:

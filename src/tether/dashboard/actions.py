@@ -21,7 +21,7 @@ from tether import _json
 from tether.dashboard import _session
 from tether.dashboard._render import error_page
 from tether.errors import BadRequestError, ForbiddenError, TetherError
-from tether.server.api._http import principal, read_body, runtime, tenant
+from tether.server.api._http import MAX_JSON_DEPTH, principal, read_body, runtime, tenant
 
 ACTOR = "dashboard"
 """Who the audit log names for actions taken from the dashboard while no token exists."""
@@ -146,6 +146,9 @@ async def signal_run(request: Request, form: Form) -> str:
     text = form.get("payload") or "null"
     try:
         payload = _json.loads(text)
+        _json.check_depth(text.encode(), payload, MAX_JSON_DEPTH)
+    except _json.DepthError:
+        raise BadRequestError(f"the payload is nested more than {MAX_JSON_DEPTH} levels deep: flatten it") from None
     except ValueError as exc:
         raise BadRequestError(f'the payload is not valid JSON ({exc}): write it as JSON, e.g. {{"ok": true}}') from None
     answer = await runtime(request).signal(tenant(request), run_id, name, payload, sent_by=_actor(request))

@@ -174,11 +174,12 @@ class Attempt(Context):
         except SchemaError as exc:
             return {"outcome": "failed", "error": error_info(exc)}
         main: asyncio.Task[Any] = asyncio.create_task(workflow.fn(self, **kwargs))
+        # The driver wakes when poked, and the workflow's end pokes it too: one event to wait
+        # on, rather than a new waiter task and an asyncio.wait for every step.
+        main.add_done_callback(lambda _: self._poke.set())
         self._poke.set()
         while True:
-            poked = asyncio.ensure_future(self._poke.wait())
-            await asyncio.wait({main, poked}, return_when=asyncio.FIRST_COMPLETED)
-            poked.cancel()
+            await self._poke.wait()
             if self._stopped():
                 return await self._abort(main)
             if main.done():

@@ -55,6 +55,7 @@ POLICY: dict[tuple[str, str], Access] = {
     # operations
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/metrics"): READ,
+    ("GET", "/openapi.json"): ANY,
     # ingress
     ("POST", "/v1/envs/{env}/workflows/{name}/runs"): INGRESS,
     ("POST", "/v1/deployments/{dep}/workflows/{name}/runs"): INGRESS,
@@ -101,6 +102,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/logout"): PUBLIC,
     ("GET", "/static/{name}"): PUBLIC,
     ("GET", "/"): READ,
+    ("GET", "/api"): ANY,
     ("GET", "/deployments/{dep}"): READ,
     ("GET", "/diff"): READ,
     ("GET", "/envs"): READ,

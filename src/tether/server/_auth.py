@@ -34,6 +34,7 @@ from tether.dashboard import _session
 from tether.dashboard._render import VIEWER, Viewer, render
 from tether.errors import ForbiddenError, HostNotAllowedError, TetherError, UnauthenticatedError
 from tether.server._access import Principal, access, local_principal, token_principal
+from tether.server._query import ROUTE
 from tether.store import Store
 
 PRINCIPAL = "tether.principal"
@@ -54,7 +55,7 @@ def _json_error(exc: TetherError) -> Response:
 
 
 def _is_api(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/metrics"
+    return path.startswith("/v1/") or path in ("/metrics", "/openapi.json")
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -184,6 +185,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         route = self._route(scope)
+        scope[ROUTE] = route  # for the middleware within (query parameters), which need not match again
         rule = access(scope["method"], route.path) if route is not None else None
         if rule is not None and rule.public:
             await self.app(scope, receive, send)

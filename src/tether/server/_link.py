@@ -84,7 +84,13 @@ class WorkerLink:
             self._close_waiters()
 
     async def _append(self, message_id: int, items: list[dict[str, Any]]) -> None:
-        results = await self._on_append(items, self.owner)
+        try:
+            results = await self._on_append(items, self.owner)
+        except Exception as exc:
+            # Never leave the worker waiting for an ack: each attempt ends, and is retried.
+            log.exception("appends from the worker failed")
+            error = {"code": "internal", "message": f"the append failed: {type(exc).__name__}: {exc}"}
+            results = [{"error": error} for _ in items]
         if not self.closed:
             self._writer.write(_frames.encode({"t": "ack", "id": message_id, "results": results}))
 

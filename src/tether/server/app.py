@@ -18,16 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tether import _json
 from tether.dashboard import login
 from tether.dashboard import views as dashboard
+from tether.server import openapi
 from tether.server._access import POLICY
 from tether.server._auth import AllowedHosts, AuthMiddleware, HostAllowListMiddleware
 from tether.server._origin import SameOriginMiddleware
+from tether.server._query import QueryParamsMiddleware
 from tether.server.api import access, admin, ingress, internal
 from tether.server.api._http import json_response, principal
 from tether.server.dispatcher import Dispatcher
 from tether.server.errors import HANDLERS
 from tether.server.metrics import Metrics
+from tether.server.retention import Retention
 from tether.server.runtime import Notifier, Runtime
 from tether.server.tracing import open_tracing
 from tether.server.workers import WorkerPool
@@ -52,12 +56,18 @@ class ServerOptions:
     """Seconds a worker with nothing to do stays up."""
     warm_spares: bool = True
     """Keep a started interpreter ready to become the next worker a deployment needs."""
+    import_timeout: float = 60.0
+    """Seconds a worker may take to import its app and start (a deploy slower than this is refused)."""
     max_in_flight: int = 256
     """Attempts dispatched at once."""
     require_tokens: bool = False
     """Token mode even while no token exists (the server listens beyond loopback)."""
     allowed_hosts: tuple[str, ...] = ()
     """``Host`` names answered besides the loopback names and ``runtime_url``'s host."""
+    retention: float | None = None
+    """Seconds a finished run is kept before it is pruned (None: kept forever)."""
+    retention_for: tuple[tuple[str, float], ...] = ()
+    """``(environment, seconds)``: the runs started through that environment are kept this long instead."""
 
 
 async def healthz(_: Request) -> Response:
@@ -101,6 +111,7 @@ def create_app(options: ServerOptions) -> Starlette:
             on_append=on_append,
             idle_timeout=options.worker_idle_timeout,
             warm_spares=options.warm_spares,
+            start_timeout=options.import_timeout,
         )
         notifier = Notifier()
         dispatcher = Dispatcher(
@@ -114,6 +125,8 @@ def create_app(options: ServerOptions) -> Starlette:
             tracing=tracing,
         )
         runtime = Runtime(store, pool, dispatcher, notifier)
+        keep = options.retention_for
+        retention = Retention(store, options.retention, dict(keep)) if options.retention or keep else None
         meter.watch(
             lambda: {
                 "workers": len(pool.alive()),
@@ -121,6 +134,9 @@ def create_app(options: ServerOptions) -> Starlette:
                 "cold_starts": pool.cold_starts,
                 "attempts": dispatcher.attempts_started,
                 "timers": dispatcher.timers_fired,
+                "redispatched": dispatcher.stalled_redispatched,
+                "pruned": retention.pruned if retention is not None else 0,
+                "store_faults": store.backend.faults,
             }
         )
         store.backend.on_commit = meter.commit_transactions.observe
@@ -131,9 +147,13 @@ def create_app(options: ServerOptions) -> Starlette:
         app.state.runtime = runtime
         app.state.secret = secret
         dispatcher.start()
+        if retention is not None:
+            retention.start()
         try:
             yield
         finally:
+            if retention is not None:
+                await retention.close()
             await dispatcher.close()
             # After the dispatcher: the attempts it abandoned end their spans first.
             await tracing.close()
@@ -147,6 +167,7 @@ def create_app(options: ServerOptions) -> Starlette:
         *admin.ROUTES,
         *access.ROUTES,
         *internal.ROUTES,
+        *openapi.ROUTES,
         *login.ROUTES,
         *dashboard.ROUTES,
     ]
@@ -154,6 +175,7 @@ def create_app(options: ServerOptions) -> Starlette:
         for method in (route.methods or set()) - {"HEAD"}:
             if (method, route.path) not in POLICY:
                 raise RuntimeError(f"{method} {route.path} has no entry in tether.server._access.POLICY: add one")
+    openapi.check_routes(routes)
     hosts = AllowedHosts((*options.allowed_hosts, urllib.parse.urlsplit(options.runtime_url).netloc))
     app = Starlette(
         routes=routes,
@@ -161,9 +183,12 @@ def create_app(options: ServerOptions) -> Starlette:
             Middleware(HostAllowListMiddleware, hosts=hosts),
             Middleware(SameOriginMiddleware),
             Middleware(AuthMiddleware, routes=routes, require_tokens=options.require_tokens),
+            Middleware(QueryParamsMiddleware),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
     app.state.require_tokens = options.require_tokens
+    app.state.openapi = openapi.document(routes)
+    app.state.openapi_bytes = _json.dumps(app.state.openapi)
     return app

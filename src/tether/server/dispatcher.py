@@ -5,6 +5,11 @@ woken runs, retries, runs recovered after a crash), and runs each attempt as a t
 invokes the worker of the run's pinned deployment and records the outcome. It sleeps until the
 next timer or until poked (a run was created, signalled, cancelled, or an attempt ended).
 Attempts and the entries they append are traced where tracing is on (:mod:`tether.server.tracing`).
+
+Store faults (a full disk, a lock held elsewhere) never leave a run behind: the end of an
+attempt is recorded again until the store takes it, an append the store refused ends the
+attempt (the next one replays what is durable), and a supervisor pass gives a new attempt to
+any run left ``running`` with no attempt in flight here (:meth:`Dispatcher.supervise`).
 """
 
 from __future__ import annotations
@@ -23,17 +28,24 @@ import httpx
 
 from tether import _bundle, _environment, _json
 from tether.core.manifest import diff
-from tether.errors import BundleError, FencedError, NotFoundError, SnapshotError
+from tether.errors import BundleError, FencedError, NotFoundError, SnapshotError, StoreUnavailableError
 from tether.protocol import INVOKE_PATH, InvokeRequest, QueryCall, signed_headers
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
 from tether.server.tracing import ABANDONED, Tracing
 from tether.server.workers import WorkerPool, worker_key, worker_spec
-from tether.store.base import AttemptStart, Deployment, Run, Store
+from tether.store.base import AppendResult, AttemptStart, Deployment, Run, Store
 
 log = logging.getLogger("tether.dispatcher")
 MAX_IDLE_SLEEP = 1.0
 RETRY_CAP = 60.0
+SUPERVISE_EVERY = 5.0
+"""Seconds between supervisor passes (and idle-worker reaping)."""
+STALL_GRACE = 5.0
+"""A run ``running`` with no attempt in flight is given a new one once it has not changed for this long
+(the grace covers a run claimed or created a moment before its attempt is tracked)."""
+FINISH_RETRY_CAP = 5.0
+"""Longest pause between tries to record an attempt's end while the store refuses writes."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -64,7 +76,8 @@ def check_token(secret: bytes, owner: str, run_id: str, attempt: int, token: str
         if len(_issued) >= MAX_ISSUED:
             _issued.clear()
         _issued[key] = expected
-    return hmac.compare_digest(expected, token)
+    # compare_digest refuses non-ASCII str; a token from the body may hold anything.
+    return token.isascii() and hmac.compare_digest(expected, token)
 
 
 MAX_ISSUED = 65536
@@ -134,12 +147,14 @@ class Dispatcher:
         self._step_timers: dict[str, Any] = {}
         self._poked = asyncio.Event()
         self._attempts: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, int] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=None)
         )
         self.attempts_started = 0
         self.timers_fired = 0
+        self.stalled_redispatched = 0
 
     def poke(self) -> None:
         """Something may be ready: look now."""
@@ -165,12 +180,21 @@ class Dispatcher:
         while True:
             try:
                 wake = await self._tick()
+            except StoreUnavailableError as exc:
+                log.warning("dispatcher waits for the store: %s", exc.message)
+                wake = time.time() + 1.0
             except Exception:
                 log.exception("dispatcher tick failed; retrying")
                 wake = time.time() + 0.5
-            if time.monotonic() - last_reap > 5.0:
+            if time.monotonic() - last_reap > SUPERVISE_EVERY:
                 last_reap = time.monotonic()
                 await self._pool.reap_idle()
+                try:
+                    await self.supervise()
+                except StoreUnavailableError as exc:
+                    log.warning("supervisor waits for the store: %s", exc.message)
+                except Exception:
+                    log.exception("supervisor pass failed; trying again later")
             timeout = MAX_IDLE_SLEEP if wake is None else max(0.0, min(MAX_IDLE_SLEEP, wake - time.time()))
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):
@@ -198,13 +222,45 @@ class Dispatcher:
         times = [t for t in (ready_at, timer_at) if t is not None]
         return min(times) if times else None
 
-    def _launch(self, start: AttemptStart) -> None:
-        self._track(self._attempt(start))
+    async def supervise(self) -> int:
+        """Give a new attempt to every run ``running`` with no attempt in flight here; how many.
 
-    def _track(self, attempt: Coroutine[Any, Any, None]) -> None:
+        Such a run has nobody working on it and nothing would ever wake it (an attempt whose end
+        could not be recorded, a task that died): left alone it would stay ``running`` until the
+        server restarts. The new attempt replays what is durable and goes on.
+        """
+        stalled = await self._store.stalled_attempts(time.time() - STALL_GRACE)
+        count = 0
+        for run_id, attempt in stalled:
+            if self._in_flight.get(run_id) == attempt:
+                continue
+            if await self._store.redispatch_stalled(run_id, attempt):
+                log.warning(
+                    "run %s was running attempt %s with no attempt in flight: dispatching it again", run_id, attempt
+                )
+                count += 1
+        if count:
+            self.stalled_redispatched += count
+            self.poke()
+        return count
+
+    def _launch(self, start: AttemptStart) -> None:
+        self._track(start.run, self._attempt(start))
+
+    def _track(self, run: Run, attempt: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(attempt)
         self._attempts.add(task)
-        task.add_done_callback(self._attempts.discard)
+        self._in_flight[run.id] = run.attempt
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._attempts.discard(task)
+            if self._in_flight.get(run.id) == run.attempt:
+                del self._in_flight[run.id]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                # Retrieved here, never lost: the supervisor gives the run a new attempt.
+                log.error("attempt %s of run %s ended abruptly", run.attempt, run.id, exc_info=exc)
+
+        task.add_done_callback(done)
         self.attempts_started += 1
 
     def reserve(self) -> bool:
@@ -221,7 +277,7 @@ class Dispatcher:
     def launch_new(self, run: Run) -> None:
         """Dispatch the first attempt of a run created running, in the slot :meth:`reserve` held."""
         self._reserved -= 1
-        self._track(self._first_attempt(run))
+        self._track(run, self._first_attempt(run))
 
     async def _first_attempt(self, run: Run) -> None:
         key = (run.tenant_id, run.deployment_id)
@@ -263,11 +319,36 @@ class Dispatcher:
             self._metrics.attempts.labels(outcome=str(outcome.get("outcome"))).inc()
         after: Run | None = None
         try:
-            after = await self._store.finish_attempt(run.id, run.attempt, outcome)
+            after = await self._finish(run, outcome)
         finally:
             self.poke()
             if self._on_change is not None:
                 self._on_change(run.id, after)
+
+    async def _finish(self, run: Run, outcome: dict[str, Any]) -> Run | None:
+        """Record how an attempt ended, trying again while the store refuses writes (a run whose
+        end is not recorded would stay ``running`` with nobody working on it).
+
+        An outcome the store cannot record for another reason is recorded as a retry instead;
+        if even that fails, the supervisor gives the run a new attempt later.
+        """
+        pause = 0.1
+        failures = 0
+        while True:
+            try:
+                return await self._store.finish_attempt(run.id, run.attempt, outcome)
+            except StoreUnavailableError as exc:
+                if pause == 0.1:
+                    log.warning("the end of attempt %s of run %s waits for the store: %s", run.attempt, run.id, exc)
+            except Exception as exc:
+                failures += 1
+                log.exception("recording the end of attempt %s of run %s failed", run.attempt, run.id)
+                if failures >= 3:
+                    raise
+                error = {"type": type(exc).__name__, "message": f"the attempt's end could not be recorded: {exc}"}
+                outcome = {"outcome": "retry", "delay": retry_delay(run.attempt), "error": error}
+            await asyncio.sleep(pause)
+            pause = min(FINISH_RETRY_CAP, pause * 2)
 
     async def append_batch(self, items: list[dict[str, Any]], *, owner: str | None = None) -> list[dict[str, Any]]:
         """Commit appends of many attempts at once (from a link or the HTTP endpoint).
@@ -298,10 +379,17 @@ class Dispatcher:
             where.append(position)
         if accepted:
             made_ready = False
-            outcomes = await self._store.append_many(accepted)
-            self._tracing.appended(accepted, outcomes)
+            outcomes: list[AppendResult | FencedError | StoreUnavailableError]
+            try:
+                committed = await self._store.append_many(accepted)
+            except StoreUnavailableError as exc:
+                # Each attempt ends (its worker sees an error, not an ack) and is retried.
+                outcomes = [exc] * len(accepted)
+            else:
+                self._tracing.appended(accepted, committed)
+                outcomes = list(committed)
             for position, outcome in zip(where, outcomes, strict=True):
-                if isinstance(outcome, FencedError):
+                if isinstance(outcome, FencedError | StoreUnavailableError):
                     results[position] = {"error": {"code": outcome.code, "message": outcome.message}}
                 else:
                     results[position] = {"completions": outcome.completions}

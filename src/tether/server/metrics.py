@@ -29,6 +29,19 @@ class _Live(Collector):
         yield CounterMetricFamily("tether_worker_cold_starts", "Workers started.", value=values["cold_starts"])
         yield CounterMetricFamily("tether_attempts_started", "Attempts dispatched.", value=values["attempts"])
         yield CounterMetricFamily("tether_timers_fired", "Durable timers fired.", value=values["timers"])
+        yield CounterMetricFamily(
+            "tether_attempts_redispatched",
+            "Runs found running with no attempt in flight and dispatched again by the supervisor.",
+            value=values["redispatched"],
+        )
+        yield CounterMetricFamily(
+            "tether_runs_pruned", "Finished runs pruned by retention (--retention).", value=values["pruned"]
+        )
+        yield CounterMetricFamily(
+            "tether_store_faults",
+            "Store operations refused for a fault of the store (disk full, locked, read-only, I/O): answered 503.",
+            value=values["store_faults"],
+        )
 
 
 class Metrics:
@@ -70,7 +83,8 @@ class Metrics:
         )
 
     def watch(self, read: Callable[[], dict[str, float]]) -> None:
-        """Also expose what ``read`` returns (workers, cold_starts, attempts, timers)."""
+        """Also expose what ``read`` returns (workers, cold_starts, attempts, timers, redispatched,
+        pruned, store_faults)."""
         self.registry.register(_Live(read))
 
     def render(self, runs: dict[tuple[str, str, str, str], int]) -> bytes:

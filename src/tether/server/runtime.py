@@ -38,7 +38,8 @@ from tether.server.dispatcher import Dispatcher
 from tether.server.workers import WorkerPool, WorkerSpec, worker_key
 from tether.store.base import Deployment, Environment, Run, Store
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+"""Environment names (matched whole: ``$`` would let a trailing newline through)."""
 MAX_BUNDLE_BYTES = 50 * 1024 * 1024
 
 
@@ -48,7 +49,7 @@ def check_name(kind: str, name: str) -> str:
     Raises:
         BadRequestError: with the rule it breaks.
     """
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise BadRequestError(f"{kind} name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
     return name
 

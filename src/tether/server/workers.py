@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import stat
 import sys
 import time
@@ -38,6 +39,9 @@ from tether.store.records import Deployment
 
 log = logging.getLogger("tether.workers")
 START_TIMEOUT = 60.0
+"""Default seconds a worker may take to import its app and report ready (``--import-timeout``)."""
+STDERR_TAIL = 2000
+"""Characters of a failed worker's output quoted in the error."""
 SPARE_RESPAWN_DELAY = 1.0
 """Seconds after a spare is taken before the next one starts."""
 LATE_ENV_UNSAFE_PREFIXES = ("PYTHON", "LD_", "MALLOC", "GLIBC")
@@ -231,16 +235,35 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+def _tail(log_path: Path, offset: int) -> str:
+    """The end of what a worker wrote to its log since ``offset``, to quote in an error."""
+    with open(log_path, "rb") as log_file:
+        log_file.seek(offset)
+        text = log_file.read().decode(errors="replace").strip()
+    if not text:
+        return " It wrote nothing to stderr."
+    if len(text) > STDERR_TAIL:
+        text = "…" + text[-STDERR_TAIL:]
+    return f" Its stderr ended with:\n{text}"
+
+
 class WorkerPool:
     """Starts, finds and stops bundle workers."""
 
     def __init__(
-        self, data_dir: Path, *, on_append: AppendHandler, idle_timeout: float = 300.0, warm_spares: bool = True
+        self,
+        data_dir: Path,
+        *,
+        on_append: AppendHandler,
+        idle_timeout: float = 300.0,
+        start_timeout: float = START_TIMEOUT,
+        warm_spares: bool = True,
     ) -> None:
         """Keep extracted bundles, environments and worker logs under ``data_dir``; commit
-        appends with ``on_append``. With ``warm_spares``, keep one started interpreter per
-        isolation tier in use (on the server's own environment) ready to become the next worker
-        a deployment needs: a cold wake then skips the interpreter's start and tether's imports."""
+        appends with ``on_append``; give a worker ``start_timeout`` seconds to import its app.
+        With ``warm_spares``, keep one started interpreter per isolation tier in use (on the
+        server's own environment) ready to become the next worker a deployment needs: a cold
+        wake then skips the interpreter's start and tether's imports."""
         self._on_append = on_append
         self._data_dir = data_dir.resolve()
         self.envs = Environments(data_dir / "envs")
@@ -249,6 +272,7 @@ class WorkerPool:
         self._bundles.mkdir(parents=True, exist_ok=True)
         self._logs.mkdir(parents=True, exist_ok=True)
         self.idle_timeout = idle_timeout
+        self.start_timeout = start_timeout
         self._workers: dict[str, Worker] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.cold_starts = 0
@@ -460,12 +484,13 @@ class WorkerPool:
                 log.info("worker for %s: a warm spare (pid %s) takes it over", app_ref, spare.process.pid)
                 # The spare's output file becomes the deployment's worker log; the previous
                 # worker's log is kept beside it.
+                offset = spare.log_path.stat().st_size if spare.log_path.exists() else 0
                 with contextlib.suppress(OSError):
                     if log_path.exists():
                         log_path.replace(log_path.with_name(log_path.name + ".previous"))
                     spare.log_path.replace(log_path)
                 return await self._handshake(
-                    spec, spare.process, handed, link_secret, time.monotonic(), log_path, slot=spare.slot
+                    spec, spare.process, handed, link_secret, time.monotonic(), log_path, offset, slot=spare.slot
                 )
         self._want_spare(python, spec.isolation)
         # -P: the bundle's folder (the cwd) must not be importable before its files are proven,
@@ -490,6 +515,7 @@ class WorkerPool:
             argv += ["--parent-pid", str(os.getpid())]
         spawned = time.monotonic()
         with open(log_path, "ab") as log_file:
+            offset = log_file.tell()  # this start's output begins here (the log is appended to)
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=folder,
@@ -499,7 +525,7 @@ class WorkerPool:
                 stderr=log_file,
                 start_new_session=True,
             )
-        return await self._handshake(spec, process, expected, link_secret, spawned, log_path)
+        return await self._handshake(spec, process, expected, link_secret, spawned, log_path, offset)
 
     async def _handshake(
         self,
@@ -509,6 +535,7 @@ class WorkerPool:
         link_secret: str,
         spawned: float,
         log_path: Path,
+        offset: int,
         *,
         slot: Path | None = None,
     ) -> Worker:
@@ -520,14 +547,17 @@ class WorkerPool:
             await process.stdin.drain()
         process.stdin.close()
         try:
-            line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+            line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
         except TimeoutError:
-            process.kill()
+            # The whole session: a sandboxed worker is bubblewrap's child.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             raise WorkerUnavailableError(
-                f"the worker for {app_ref} did not start within {START_TIMEOUT:.0f}s; the run is retried"
+                f"the worker for {app_ref} did not import the app and start within {self.start_timeout:g}s "
+                f"(--import-timeout); does a module of the app block at import?{_tail(log_path, offset)}"
             ) from None
-        text = line.decode().strip()
+        text = line.decode(errors="replace").strip()
         if text.startswith("TETHER_WORKER_READY "):
             _, port, digest = text.split(" ")
             try:
@@ -542,7 +572,13 @@ class WorkerPool:
             self._starts.setdefault(key, StartStats()).record(seconds)
             log.info("started worker %s for %s on port %s in %.3fs", process.pid, app_ref, port, seconds)
             return Worker(key, process, link, digest, slot=slot)
-        await process.wait()
+        try:
+            await asyncio.wait_for(process.wait(), 10.0)
+        except TimeoutError:
+            # Not a protocol line, and the process goes on: it cannot be a worker of ours.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
         if slot is not None:
             _remove_slot(slot)
         if text.startswith("TETHER_WORKER_REFUSED "):
@@ -553,9 +589,12 @@ class WorkerPool:
                 refusal.get("changes"),
             )
         if text.startswith("TETHER_WORKER_ERROR "):
-            raise BundleError(json.loads(text.removeprefix("TETHER_WORKER_ERROR ")))
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise WorkerUnavailableError(f"the worker for {app_ref} exited with code {process.returncode}:\n{tail}")
+            message = json.loads(text.removeprefix("TETHER_WORKER_ERROR "))
+            tail = _tail(log_path, offset)
+            raise BundleError(message if "nothing to stderr" in tail else f"{message}\n{tail.strip()}")
+        raise WorkerUnavailableError(
+            f"the worker for {app_ref} exited with code {process.returncode}.{_tail(log_path, offset)}"
+        )
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that stopped answering (it is killed if still running)."""

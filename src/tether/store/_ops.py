@@ -117,6 +117,12 @@ class Ops:
         else:
             row = tx.one("SELECT * FROM runs WHERE id = ? AND tenant_id = ?", (run_id, tenant_id))
         if row is None:
+            pruned = tx.one("SELECT pruned_at FROM pruned_runs WHERE id = ? AND tenant_id = ?", (run_id, tenant_id))
+            if pruned is not None:
+                raise NotFoundError(
+                    f"run {run_id!r} was pruned by the server's retention (--retention) after it ended: its journal "
+                    "is gone; the audit log keeps what operators did to it"
+                )
             raise NotFoundError(f"no run {run_id!r}: see 'tether runs list'")
         return row
 

@@ -27,8 +27,10 @@ from tether.store.records import Row
 TOKEN_PREFIX = "tether_"
 DEFAULT_TENANT = "default"
 """The tenant that always exists (and the one every request uses while no token exists)."""
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+"""Tenant names, matched whole (``$`` would let a trailing newline through)."""
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""Token names, matched whole."""
 _TOKEN = re.compile(r"^tether_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 # Compared against when a token id is unknown, so that answer takes as long as a wrong secret.
 _NO_HASH = hashlib.sha256(b"no such token").hexdigest()
@@ -139,7 +141,7 @@ def check_tenant_name(name: str) -> str:
     Raises:
         BadRequestError: with the rule it breaks.
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadRequestError(f"tenant name {name!r} must be 1-63 lowercase letters, digits, '_' or '-'")
     return name
 
@@ -211,7 +213,7 @@ class TenantOps(Ops):
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         name = name if name is not None else f"{scope.value}-{token_id[:6]}"
-        if not _TOKEN_NAME.match(name):
+        if not _TOKEN_NAME.fullmatch(name):
             raise BadRequestError(f"token name {name!r} must be 1-63 letters, digits, '.', '_' or '-'")
 
         def op(tx: Tx) -> Token:

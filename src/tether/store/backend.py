@@ -32,6 +32,8 @@ class Backend(ABC):
 
     on_commit: Callable[[int], None] | None = None
     """Told how many write transactions each commit held (group commit); may run on any thread."""
+    faults: int = 0
+    """Operations refused so far for a fault of the store itself (:class:`~tether.errors.StoreUnavailableError`)."""
 
     @abstractmethod
     async def write(self, fn: Callable[[Tx], T]) -> T:

@@ -17,6 +17,7 @@ from typing import Any
 from tether.store._attempts import AttemptOps
 from tether.store._deployments import DeploymentOps
 from tether.store._ops import MAX_INDEX, REPLAY_COLUMNS_SQL
+from tether.store._retention import RetentionOps
 from tether.store._runs import RunOps
 from tether.store._tenants import IssuedToken, Scope, TenantOps, Token
 from tether.store.backend import Backend, Tx
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class Store(DeploymentOps, RunOps, AttemptOps, TenantOps):
+class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
     """Every durable operation of the runtime; see the module docstring."""
 
     def __init__(self, backend: Backend) -> None:

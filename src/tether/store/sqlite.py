@@ -11,11 +11,19 @@ A transaction that raises is rolled back to its savepoint alone; the others comm
 
 Reads run on a small pool of reader threads, each with its own connection; WAL lets them
 proceed while a commit syncs.
+
+Faults of the file rather than of a transaction — a full disk, a lock another process holds,
+a read-only file, an I/O error — fail the whole batch with
+:class:`~tether.errors.StoreUnavailableError` (the API answers 503 with ``Retry-After``). A
+batch waits at most :data:`BUSY_TIMEOUT` for a lock (on the sync thread, never on the loop), and
+after a fault a fresh connection is opened if the old one cannot be trusted, so writes resume on
+their own when the fault clears.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tether.errors import StoreUnavailableError
 from tether.store.base import Backend, Row
 from tether.store.schema import migrate_sqlite
 
@@ -33,8 +42,46 @@ log = logging.getLogger("tether.store")
 T = TypeVar("T")
 MAX_BATCH = 512
 READERS = 4
-BUSY_TIMEOUT_MS = 30000
-"""How long a commit (on the sync thread) or a read waits for another process's lock."""
+BUSY_TIMEOUT = 3.0
+"""Seconds a transaction waits for a lock another process holds before it gives up (503)."""
+
+_BUSY, _LOCKED, _READONLY, _IOERR, _FULL, _CANTOPEN = 5, 6, 8, 10, 13, 14
+
+
+def unavailable(exc: sqlite3.Error, path: Path) -> StoreUnavailableError | None:
+    """The fault of the store's file that ``exc`` reports, or None for an error of the
+    transaction itself (a constraint, a bug)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    where = path.parent
+    if primary == _FULL:
+        return StoreUnavailableError(
+            "full",
+            f"the store's disk is full ({where}): free space there. Writes resume on their own once there is "
+            "room; reads go on meanwhile. Retry later",
+        )
+    if primary in (_BUSY, _LOCKED):
+        return StoreUnavailableError(
+            "locked",
+            f"another process holds the store's write lock ({path}) for more than {BUSY_TIMEOUT:g}s: end it "
+            "(an open sqlite3 shell, a backup tool writing to it). Writes resume on their own when it lets go; "
+            "reads go on meanwhile. Retry later",
+            retry_after=2,
+        )
+    if primary == _READONLY:
+        return StoreUnavailableError(
+            "read_only",
+            f"the store at {path} is read-only: make it and {where} writable again. Writes resume on their own; "
+            "reads go on meanwhile. Retry later",
+            retry_after=10,
+        )
+    if primary in (_IOERR, _CANTOPEN):
+        return StoreUnavailableError(
+            "io",
+            f"the store at {path} cannot be written ({exc}): check the disk under {where}. Writes resume on "
+            "their own once it works; reads go on meanwhile. Retry later",
+        )
+    return None
 
 
 class _Cursor:
@@ -62,19 +109,19 @@ class _Job:
     future: asyncio.Future[Any]
 
 
-def _connect(path: Path, synchronous: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     return conn
 
 
 def _begin(conn: sqlite3.Connection) -> None:
-    """Open the batch's write transaction; waits (up to the busy timeout) for another process's lock."""
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    """Open the batch's write transaction; waits (up to :data:`BUSY_TIMEOUT`) for another process's lock."""
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     try:
         conn.execute("BEGIN IMMEDIATE")
     finally:
@@ -106,15 +153,15 @@ class SqliteBackend(Backend):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._synchronous = synchronous.upper()
-        self._writer_conn = _connect(path, self._synchronous)
-        migrate_sqlite(self._writer_conn)
+        conn = _connect(path, self._synchronous)
+        migrate_sqlite(conn)
         # Statements run on the event loop must never block it on another process's lock:
         # BEGIN IMMEDIATE is tried without waiting, and retried on the sync thread when busy.
-        self._writer_conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA busy_timeout=0")
+        self._writer_conn: sqlite3.Connection | None = conn
         self._syncer = _Syncer()
         self._pending: list[_Job] = []
         self._draining = False
-        self._drained: asyncio.Event | None = None
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="tether-sqlite-reader")
         self._reader_conns: list[sqlite3.Connection] = []
@@ -132,23 +179,24 @@ class SqliteBackend(Backend):
         self._pending.append(_Job(fn, future))
         if not self._draining:
             self._draining = True
-            # Everything written in this turn of the loop joins the batch.
-            loop.call_soon(self._start_drain, loop)
+            # The task's first step runs after what is ready in this turn of the loop: every
+            # write issued meanwhile joins the batch.
+            task = loop.create_task(self._drain(), name="tether-sqlite-commit")
+            task.add_done_callback(_drain_done)
         return await future
-
-    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = loop.create_task(self._drain(), name="tether-sqlite-commit")
-        task.add_done_callback(_drain_done)
 
     async def _drain(self) -> None:
         """Run and commit batches until nothing is queued."""
         loop = asyncio.get_running_loop()
-        conn = self._writer_conn
-        cursor = _Cursor(conn)
         try:
             while self._pending:
                 jobs, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
+                    if self._writer_conn is None:
+                        # The last fault left the connection untrusted: start afresh (off the loop:
+                        # opening may wait for a lock).
+                        self._writer_conn = await asyncio.to_thread(self._reopen)
+                    conn = self._writer_conn
                     try:
                         conn.execute("BEGIN IMMEDIATE")
                     except sqlite3.OperationalError as exc:
@@ -156,12 +204,14 @@ class SqliteBackend(Backend):
                             raise
                         # Another process holds the write lock: wait for it off the loop.
                         await self._syncer.run(loop, _begin, conn)
-                    results = _run_jobs(conn, cursor, jobs)
+                    results = _run_jobs(conn, _Cursor(conn), jobs, self.path)
                     await self._syncer.run(loop, _commit, conn)
-                except (sqlite3.Error, OSError) as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    results = [(job, False, exc) for job in jobs]
+                except sqlite3.Error as exc:
+                    self._abandon_transaction()
+                    fault = unavailable(exc, self.path)
+                    if fault is not None:
+                        self.faults += len(jobs)
+                    results = [(job, False, fault or exc) for job in jobs]
                 self.batches += 1
                 self.transactions += len(jobs)
                 if self.on_commit is not None:
@@ -176,6 +226,24 @@ class SqliteBackend(Backend):
                 for job in pending:
                     _resolve(job, False, RuntimeError("the store closed before this write was committed"))
 
+    def _reopen(self) -> sqlite3.Connection:
+        conn = _connect(self.path, self._synchronous)
+        conn.execute("PRAGMA busy_timeout=0")
+        return conn
+
+    def _abandon_transaction(self) -> None:
+        """Roll back what a failed batch left open; a connection that cannot is replaced."""
+        conn = self._writer_conn
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._writer_conn = None
+
     # --- reads ------------------------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
@@ -188,12 +256,19 @@ class SqliteBackend(Backend):
         return conn
 
     def _read(self, fn: Callable[[Any], T]) -> T:
-        conn = self._reader()
-        conn.execute("BEGIN")
         try:
-            return fn(_Cursor(conn))
-        finally:
-            conn.execute("COMMIT")
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(_Cursor(conn))
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            fault = unavailable(exc, self.path)
+            if fault is None:
+                raise
+            self.faults += 1
+            raise fault from exc
 
     async def read(self, fn: Callable[[Any], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -207,7 +282,8 @@ class SqliteBackend(Backend):
         with self._lock:
             for conn in self._reader_conns:
                 conn.close()
-        self._writer_conn.close()
+        if self._writer_conn is not None:
+            self._writer_conn.close()
 
 
 class _Syncer:
@@ -262,13 +338,23 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-def _run_jobs(conn: sqlite3.Connection, cursor: _Cursor, jobs: list[_Job]) -> list[tuple[_Job, bool, Any]]:
-    """Each job in its own savepoint of the open transaction: one that raises is undone alone."""
+def _run_jobs(conn: sqlite3.Connection, cursor: _Cursor, jobs: list[_Job], path: Path) -> list[tuple[_Job, bool, Any]]:
+    """Each job in its own savepoint of the open transaction: one that raises is undone alone.
+
+    Raises:
+        sqlite3.Error: a fault of the file (:func:`unavailable`), which fails the whole batch.
+    """
     results: list[tuple[_Job, bool, Any]] = []
     for job in jobs:
         conn.execute("SAVEPOINT tx")
         try:
             value = job.fn(cursor)
+        except sqlite3.Error as exc:
+            if unavailable(exc, path) is not None:
+                raise  # the file failed, not this transaction: the whole batch fails
+            conn.execute("ROLLBACK TO tx")
+            conn.execute("RELEASE tx")
+            results.append((job, False, exc))
         except Exception as exc:
             conn.execute("ROLLBACK TO tx")
             conn.execute("RELEASE tx")

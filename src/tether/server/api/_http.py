@@ -16,6 +16,10 @@ from tether.server._auth import PRINCIPAL
 from tether.server.runtime import Runtime
 
 MAX_JSON_BYTES = 1024 * 1024
+"""Largest JSON body accepted, in bytes (413 beyond)."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of a JSON body (400 beyond): deeper documents would exhaust the stack of the
+code that validates and stores them, and no workflow input needs them."""
 MAX_IDEMPOTENCY_KEY = 255
 """Longest ``Idempotency-Key`` header accepted, in characters."""
 
@@ -69,12 +73,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, *, limit: int = MAX_JSON_BYTES, default: Any = ...) -> Any:
+async def read_json(
+    request: Request, *, limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH, default: Any = ...
+) -> Any:
     """The JSON body.
 
     Raises:
-        BadRequestError: the body is missing (and no default) or is not JSON.
-        PayloadTooLargeError: the body is over ``limit``.
+        BadRequestError: the body is missing (and no default), is not JSON, or is nested
+            deeper than ``depth``.
+        PayloadTooLargeError: the body is over ``limit`` bytes.
     """
     raw = await read_body(request, limit)
     if not raw.strip():
@@ -82,9 +89,63 @@ async def read_json(request: Request, *, limit: int = MAX_JSON_BYTES, default: A
             return default
         raise BadRequestError("the request needs a JSON body")
     try:
-        return _json.loads(raw)
+        value = _json.loads(raw)
+        _json.check_depth(raw, value, depth)
+    except _json.DepthError:
+        raise BadRequestError(
+            f"the body is nested more than {depth} levels deep; the limit is {depth}: flatten it"
+        ) from None
     except _json.JSONDecodeError as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    return value
+
+
+async def read_object(request: Request, *, what: str, default: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON object body (``what`` says what it holds, for the refusal).
+
+    Raises:
+        BadRequestError: the body is missing (and no default), is not JSON, or is not an object.
+        PayloadTooLargeError: the body is over the limit.
+    """
+    body = await read_json(request, default=default if default is not None else ...)
+    if not isinstance(body, dict):
+        raise BadRequestError(f"the body must be a JSON object: {what}")
+    return body
+
+
+def int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    """An integer query parameter within bounds.
+
+    Raises:
+        BadRequestError: the parameter is not a whole number between ``low`` and ``high``.
+    """
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    text = text.strip()
+    if not text.lstrip("-").isdigit() or not text.isascii():
+        raise BadRequestError(f"query parameter {name} must be a whole number, not {text!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise BadRequestError(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+MAX_INTEGER = 2**63 - 1
+"""The largest integer a body may carry where the store keeps it (SQLite's INTEGER)."""
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` as an integer if it is one in JSON's sense (``3`` or ``3.0``, never ``true``)
+    and fits the store (at most :data:`MAX_INTEGER` either way), else None. JSON Schema counts
+    ``3.0`` as an integer, and so does the API."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and -MAX_INTEGER <= value <= MAX_INTEGER:
+        return value
+    return None
 
 
 def float_param(request: Request, name: str, default: float, *, low: float, high: float) -> float:
@@ -116,24 +177,6 @@ def idempotency_key(request: Request) -> str | None:
             "send a unique string per operation (a UUID does), or leave the header out"
         )
     return key
-
-
-PAGE_PARAMS = ("limit", "cursor")
-
-
-def accept_params(request: Request, *accepted: str) -> None:
-    """Refuse a query parameter the route does not read, rather than silently ignore it
-    (``?offset=`` would otherwise look like it worked).
-
-    Raises:
-        BadRequestError: naming the unknown parameters and the accepted ones.
-    """
-    unknown = sorted({name for name in request.query_params if name not in accepted})
-    if unknown:
-        names = ", ".join(unknown)
-        allowed = ", ".join(accepted) or "none"
-        hint = " (pages follow next_cursor: pass it back as ?cursor=)" if "offset" in unknown else ""
-        raise BadRequestError(f"unknown query parameter {names} for {request.url.path}; it accepts: {allowed}{hint}")
 
 
 def page_request(

@@ -17,8 +17,6 @@ from starlette.routing import Route
 from tether.errors import BadRequestError, ForbiddenError, NotFoundError
 from tether.server._access import Principal, parse_duration
 from tether.server.api._http import (
-    PAGE_PARAMS,
-    accept_params,
     json_response,
     page_request,
     page_response,
@@ -103,7 +101,6 @@ async def create_token(request: Request) -> Response:
 async def list_tokens(request: Request) -> Response:
     """``GET /v1/tokens?tenant=&limit=&cursor=``: the tenant's tokens (never their secrets),
     revoked ones too, oldest first, a page at a time."""
-    accept_params(request, "tenant", *PAGE_PARAMS)
     who = principal(request)
     tenant_id = _tenant_for(who, request.query_params.get("tenant") or None)
     store = runtime(request).store
@@ -134,7 +131,6 @@ async def revoke_token(request: Request) -> Response:
 
 async def list_tenants(request: Request) -> Response:
     """``GET /v1/tenants?limit=&cursor=``: the tenants by id (operator only), a page at a time."""
-    accept_params(request, *PAGE_PARAMS)
     limit, after = page_request(request, "tenants", (str,), default=100, high=1000)
     found = await runtime(request).store.list_tenants(after=None if after is None else str(after[0]), limit=limit + 1)
     return page_response("tenants", "tenants", found, limit, lambda t: (t["id"],), lambda t: t)

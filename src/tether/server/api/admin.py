@@ -15,21 +15,23 @@ from tether import _json
 from tether.core.status import RunStatus
 from tether.errors import BadRequestError, TetherError
 from tether.server.api._http import (
-    PAGE_PARAMS,
-    accept_params,
     actor,
     json_response,
     page_request,
     page_response,
     read_body,
     read_json,
+    read_object,
     runtime,
     tenant,
+    whole_number,
 )
 from tether.server.runtime import MAX_BUNDLE_BYTES
 from tether.store._runs import run_key
 from tether.store.base import Deployment
 from tether.store.records import Environment, Run
+
+REASON_BODY = '{"reason": "..."}, or no body'
 
 
 async def create_deployment(request: Request) -> Response:
@@ -99,7 +101,6 @@ def _deployed(deployment: Deployment, created: bool, env: str | None) -> dict[st
 
 async def list_deployments(request: Request) -> Response:
     """``GET /v1/deployments?limit=&cursor=``: oldest first, a page at a time."""
-    accept_params(request, *PAGE_PARAMS)
     limit, after = page_request(request, "deployments", (int,), default=100, high=1000)
     items = await runtime(request).deployments(
         tenant(request), after=None if after is None else int(after[0]), limit=limit + 1
@@ -127,7 +128,6 @@ async def diff_deployments(request: Request) -> Response:
 
 async def list_envs(request: Request) -> Response:
     """``GET /v1/envs?limit=&cursor=``: by name, a page at a time."""
-    accept_params(request, *PAGE_PARAMS)
     limit, after = page_request(request, "envs", (str,), default=100, high=1000)
     envs = await runtime(request).store.list_envs(
         tenant(request), after=None if after is None else str(after[0]), limit=limit + 1
@@ -147,8 +147,8 @@ def _targets(body: Any) -> list[tuple[str, int]]:
         for item in body["targets"]:
             if not isinstance(item, dict) or not isinstance(item.get("deployment"), str):
                 raise BadRequestError('each target is {"deployment": "v3", "weight": 90}')
-            weight = item.get("weight", 100)
-            if not isinstance(weight, int) or isinstance(weight, bool):
+            weight = whole_number(item.get("weight", 100))
+            if weight is None:
                 raise BadRequestError("a target's weight must be a positive integer")
             out.append((item["deployment"], weight))
         return out
@@ -157,8 +157,8 @@ def _targets(body: Any) -> list[tuple[str, int]]:
 
 async def put_env(request: Request) -> Response:
     """``PUT /v1/envs/{env}``: ``{"deployment": ref}`` or ``{"targets": [...]}``, optional ``reason``."""
-    body = await read_json(request)
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = await read_object(request, what='{"deployment": "v3"} or {"targets": [{"deployment", "weight"}]}')
+    reason = _str_field(body, "reason")
     env = await runtime(request).set_env(
         tenant(request), request.path_params["env"], _targets(body), actor=actor(request), reason=reason
     )
@@ -167,11 +167,11 @@ async def put_env(request: Request) -> Response:
 
 async def promote_env(request: Request) -> Response:
     """``POST /v1/envs/{env}/promote``: ``{"from": SOURCE}``, optional ``reason``."""
-    body = await read_json(request)
+    body = await read_object(request, what='{"from": "staging"}')
     source = _str_field(body, "from")
     if source is None:
         raise BadRequestError('name the environment to promote from: {"from": "staging"}')
-    reason = body.get("reason") if isinstance(body, dict) else None
+    reason = _str_field(body, "reason")
     env = await runtime(request).promote_env(
         tenant(request), request.path_params["env"], source, actor=actor(request), reason=reason
     )
@@ -180,8 +180,8 @@ async def promote_env(request: Request) -> Response:
 
 async def rollback_env(request: Request) -> Response:
     """``POST /v1/envs/{env}/rollback``."""
-    body = await read_json(request, default={})
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = await read_object(request, what=REASON_BODY, default={})
+    reason = _str_field(body, "reason")
     env = await runtime(request).store.rollback_env(
         tenant(request), request.path_params["env"], actor=actor(request), reason=reason
     )
@@ -190,7 +190,6 @@ async def rollback_env(request: Request) -> Response:
 
 async def env_history(request: Request) -> Response:
     """``GET /v1/envs/{env}/history?limit=&cursor=``, newest first, a page at a time."""
-    accept_params(request, *PAGE_PARAMS)
     name = request.path_params["env"]
     limit, after = page_request(request, f"history:{name}", (int,), default=100, high=1000)
     history = await runtime(request).store.env_history(
@@ -199,13 +198,9 @@ async def env_history(request: Request) -> Response:
     return page_response("history", f"history:{name}", history, limit, lambda h: (h["id"],), lambda h: h)
 
 
-RUN_FILTERS = ("status", "workflow", "deployment", "env")
-
-
 async def list_runs(request: Request) -> Response:
     """``GET /v1/runs?status=&workflow=&deployment=&env=&limit=&cursor=``: stuck first, then
     newest first, a page at a time."""
-    accept_params(request, *RUN_FILTERS, *PAGE_PARAMS)
     rt = runtime(request)
     params = request.query_params
     status = params.get("status")
@@ -233,8 +228,8 @@ async def list_runs(request: Request) -> Response:
 
 async def cancel_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/cancel`` with optional ``{"reason": ...}``; audited."""
-    body = await read_json(request, default={})
-    reason = body.get("reason") if isinstance(body, dict) else None
+    body = await read_object(request, what=REASON_BODY, default={})
+    reason = _str_field(body, "reason")
     run = await runtime(request).cancel(tenant(request), request.path_params["id"], actor=actor(request), reason=reason)
     return json_response(run.to_json())
 
@@ -247,7 +242,7 @@ def _str_field(body: Any, key: str) -> str | None:
 
 
 async def _act(request: Request, action: str) -> Response:
-    body = await read_json(request, default={})
+    body = await read_object(request, what=REASON_BODY, default={})
     rt, run_id = runtime(request), request.path_params["id"]
     who, why = actor(request), _str_field(body, "reason")
     handlers = {"pause": rt.pause, "resume": rt.resume, "kill": rt.kill}
@@ -272,7 +267,7 @@ async def kill_run(request: Request) -> Response:
 
 async def restart_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/restart`` with optional ``{"env" | "deployment", "reason"}``; audited."""
-    body = await read_json(request, default={})
+    body = await read_object(request, what='{"env" | "deployment", "reason"} (all optional)', default={})
     run = await runtime(request).restart(
         tenant(request),
         request.path_params["id"],
@@ -286,9 +281,9 @@ async def restart_run(request: Request) -> Response:
 
 async def fork_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/fork`` with ``{"from_entry": N, "deployment"?, "reason"?}``; audited."""
-    body = await read_json(request)
-    from_entry = body.get("from_entry") if isinstance(body, dict) else None
-    if not isinstance(from_entry, int) or isinstance(from_entry, bool):
+    body = await read_object(request, what='{"from_entry": N}')
+    from_entry = whole_number(body.get("from_entry"))
+    if from_entry is None:
         raise BadRequestError('fork needs {"from_entry": N}: the number of journal entries to keep')
     run = await runtime(request).fork(
         tenant(request),
@@ -304,7 +299,7 @@ async def fork_run(request: Request) -> Response:
 async def move_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/move`` with ``{"to": dep, "force"?: bool, "reason"?}``: refused (409)
     with the mismatch unless a dry run of the journal on ``to`` succeeds; audited."""
-    body = await read_json(request)
+    body = await read_object(request, what='{"to": DEPLOYMENT}')
     to = _str_field(body, "to")
     if to is None:
         raise BadRequestError('move needs {"to": DEPLOYMENT}')
@@ -325,8 +320,8 @@ async def move_run(request: Request) -> Response:
 async def check_deployment(request: Request) -> Response:
     """``POST /v1/deployments/{dep}/check`` with optional ``{"workflow", "runs": [ids]}``: dry-run
     the journal of every in-flight run (or those named) on the deployment."""
-    body = await read_json(request, default={})
-    runs = body.get("runs") if isinstance(body, dict) else None
+    body = await read_object(request, what='{"workflow"?, "runs"?: [ids]}', default={})
+    runs = body.get("runs")
     if runs is not None and not (isinstance(runs, list) and all(isinstance(r, str) for r in runs)):
         raise BadRequestError("runs must be a list of run ids")
     result = await runtime(request).check(
@@ -337,7 +332,6 @@ async def check_deployment(request: Request) -> Response:
 
 async def audit(request: Request) -> Response:
     """``GET /v1/audit?limit=&target=&cursor=``, newest first, a page at a time."""
-    accept_params(request, "target", *PAGE_PARAMS)
     limit, after = page_request(request, "audit", (int,), default=200, high=10_000)
     target = request.query_params.get("target") or None
     records = await runtime(request).store.audit(

@@ -9,8 +9,6 @@ from starlette.routing import Route
 from tether.errors import BadRequestError
 from tether.server import queries
 from tether.server.api._http import (
-    PAGE_PARAMS,
-    accept_params,
     actor,
     float_param,
     idempotency_key,
@@ -91,7 +89,6 @@ async def state(request: Request) -> Response:
 async def journal(request: Request) -> Response:
     """``GET /v1/runs/{id}/journal?limit=&cursor=&from=``: the entries by index, a page at a time
     (1,000 by default); ``from`` starts the first page at that index instead of the first."""
-    accept_params(request, "from", *PAGE_PARAMS)
     run_id = request.path_params["id"]
     limit, after = page_request(request, f"journal:{run_id}", (int,), default=1000, high=10_000)
     start = request.query_params.get("from")
@@ -107,7 +104,6 @@ async def journal(request: Request) -> Response:
 async def signals(request: Request) -> Response:
     """``GET /v1/runs/{id}/signals?limit=&cursor=``: the signals sent to the run, oldest first,
     when each arrived and the entry that took it, a page at a time."""
-    accept_params(request, *PAGE_PARAMS)
     run_id = request.path_params["id"]
     limit, after = page_request(request, f"signals:{run_id}", (int,), default=1000, high=10_000)
     found = await runtime(request).store.signals(
