@@ -187,7 +187,7 @@ def page_request(
     Raises:
         BadRequestError: the limit is out of bounds, or the cursor is not one of this list.
     """
-    limit = int(float_param(request, "limit", default, low=1, high=high))
+    limit = int_param(request, "limit", default, low=1, high=high)
     text = request.query_params.get("cursor")
     if not text:
         return limit, None
