@@ -17,6 +17,7 @@ from tether.errors import (
     TerminalError,
     TetherError,
 )
+from tether.sdk._query import QueryContext
 from tether.sdk.agents import Model
 from tether.sdk.app import App, RetryPolicy
 from tether.sdk.context import Context, RunInfo
@@ -28,6 +29,7 @@ __all__ = [
     "Context",
     "JournalMismatchError",
     "Model",
+    "QueryContext",
     "RetryPolicy",
     "RunCancelledError",
     "RunInfo",

@@ -151,6 +151,9 @@ class RunList(ApiObject):
     """``GET /v1/runs``."""
 
     runs: list[Run]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class JournalEntry(ApiObject):
@@ -175,6 +178,9 @@ class Journal(ApiObject):
     """``GET /v1/runs/{id}/journal``."""
 
     entries: list[JournalEntry]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class SignalRecord(ApiObject):
@@ -183,7 +189,10 @@ class SignalRecord(ApiObject):
     id: int
     name: str
     payload: Any
-    created_at: float
+    created_at: float = Field(description="When the signal arrived.")
+    sent_by: str | None = Field(
+        default=None, description="Who sent it, as the audit log names them; null if not recorded."
+    )
     consumed_by_entry: int | None = Field(
         description="The journal index of the wait that took it; null while buffered."
     )
@@ -193,6 +202,19 @@ class SignalList(ApiObject):
     """``GET /v1/runs/{id}/signals``."""
 
     signals: list[SignalRecord]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
+
+
+class QueryAnswer(ApiObject):
+    """``POST /v1/runs/{id}/queries/{name}``: a query's answer, from the run's pinned deployment."""
+
+    run_id: str
+    query: str
+    deployment_id: str
+    deployment_label: str
+    output: Any = None
 
 
 class SignalDelivery(ApiObject):
@@ -256,6 +278,9 @@ class DeploymentList(ApiObject):
     """``GET /v1/deployments``."""
 
     deployments: list[Deployment]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class Change(ApiObject):
@@ -328,6 +353,9 @@ class EnvironmentList(ApiObject):
     """``GET /v1/envs``."""
 
     environments: list[Environment]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class EnvChange(ApiObject):
@@ -348,8 +376,10 @@ class EnvHistory(ApiObject):
 
     history: list[EnvChange]
 
-
-# --- audit, tokens, tenants -----------------------------------------------------------------
+    # --- audit, tokens, tenants -----------------------------------------------------------------
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class AuditRecord(ApiObject):
@@ -367,6 +397,9 @@ class AuditLog(ApiObject):
     """``GET /v1/audit``."""
 
     audit: list[AuditRecord]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class Token(ApiObject):
@@ -393,6 +426,9 @@ class TokenList(ApiObject):
     """``GET /v1/tokens``."""
 
     tokens: list[Token]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class Whoami(ApiObject):
@@ -418,6 +454,9 @@ class TenantList(ApiObject):
     """``GET /v1/tenants``."""
 
     tenants: list[Tenant]
+    next_cursor: str | None = Field(
+        default=None, description="Pass it back as ?cursor= for the next page; null on the last page."
+    )
 
 
 class Node(ApiObject):

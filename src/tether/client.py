@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,6 +25,8 @@ def _as(model: type[M], value: Any) -> M:
 
 
 DEFAULT_URL = "http://127.0.0.1:7070"
+PAGE_SIZE = 1000
+"""Items asked for per page when a list is followed to its end."""
 DEPLOY_TIMEOUT = 960.0
 """Seconds a deploy may take: building a bundle's environment may download every wheel."""
 
@@ -130,6 +132,47 @@ class Client:
             _raise_for(response)
         return _json.loads(response.content) if response.content else None
 
+    async def pages(
+        self, path: str, key: str, *, params: dict[str, Any] | None = None, limit: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The items of a list route as JSON, following ``next_cursor`` from page to page.
+
+        Args:
+            path: the list route (``/v1/runs``).
+            key: the field of the answer that holds the page's items (``runs``).
+            params: its filters.
+            limit: stop after this many items (default: the whole list).
+
+        Example::
+
+            async for run in client.pages("/v1/runs", "runs", params={"status": "stuck"}):
+                print(run["id"])
+        """
+        cursor: str | None = None
+        seen = 0
+        while True:
+            page_size = PAGE_SIZE if limit is None else max(1, min(PAGE_SIZE, limit - seen))
+            answer = await self.request("GET", path, params={**(params or {}), "limit": page_size, "cursor": cursor})
+            for item in answer[key]:
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            cursor = answer.get("next_cursor")
+            if not cursor:
+                return
+
+    async def _all(
+        self,
+        model: type[M],
+        path: str,
+        key: str,
+        *,
+        params: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[M]:
+        return [_as(model, item) async for item in self.pages(path, key, params=params, limit=limit)]
+
     # --- deployments --------------------------------------------------------------------
 
     async def deploy(
@@ -196,8 +239,8 @@ class Client:
         return _as(m.Deployed, result)
 
     async def deployments(self) -> list[m.Deployment]:
-        """Every deployment with status, environments and runs in flight."""
-        return _as(m.DeploymentList, await self.request("GET", "/v1/deployments")).deployments
+        """Every deployment with status, environments and runs in flight (every page)."""
+        return await self._all(m.Deployment, "/v1/deployments", "deployments")
 
     async def deployment(self, ref: str) -> m.DeploymentDetail:
         """One deployment (id or label), with its manifest."""
@@ -217,8 +260,8 @@ class Client:
     # --- environments -------------------------------------------------------------------
 
     async def envs(self) -> list[m.Environment]:
-        """Every environment."""
-        return _as(m.EnvironmentList, await self.request("GET", "/v1/envs")).environments
+        """Every environment (every page)."""
+        return await self._all(m.Environment, "/v1/envs", "environments")
 
     async def set_env(self, name: str, deployment: str, *, reason: str | None = None) -> m.Environment:
         """Point ``name`` at one deployment."""
@@ -242,8 +285,8 @@ class Client:
         return _as(m.Environment, result)
 
     async def env_history(self, name: str) -> list[m.EnvChange]:
-        """Every change of ``name``, newest first."""
-        return _as(m.EnvHistory, await self.request("GET", f"/v1/envs/{name}/history")).history
+        """Every change of ``name``, newest first (every page)."""
+        return await self._all(m.EnvChange, f"/v1/envs/{name}/history", "history")
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -296,17 +339,33 @@ class Client:
             if run.status in {"completed", "failed", "cancelled", "killed", "stuck"} or left <= 0:
                 return run
 
-    async def runs(self, **filters: Any) -> list[m.Run]:
-        """Runs, newest first (stuck first), filtered by status, workflow, deployment, env."""
-        return _as(m.RunList, await self.request("GET", "/v1/runs", params=filters)).runs
+    async def runs(self, *, limit: int | None = 100, **filters: Any) -> list[m.Run]:
+        """Runs, stuck first, then newest first, filtered by status, workflow, deployment, env;
+        at most ``limit`` of them (None: all, page after page)."""
+        return await self._all(m.Run, "/v1/runs", "runs", params=filters, limit=limit)
 
-    async def journal(self, run_id: str) -> list[m.JournalEntry]:
-        """The run's journal entries."""
-        return _as(m.Journal, await self.request("GET", f"/v1/runs/{run_id}/journal")).entries
+    async def iter_runs(self, **filters: Any) -> AsyncIterator[m.Run]:
+        """Every run that matches ``filters``, page after page, in :meth:`runs`' order."""
+        async for item in self.pages("/v1/runs", "runs", params=filters):
+            yield _as(m.Run, item)
+
+    async def journal(self, run_id: str, *, limit: int | None = None) -> list[m.JournalEntry]:
+        """The run's journal entries by index: all of them (page after page), or the first ``limit``."""
+        return await self._all(m.JournalEntry, f"/v1/runs/{run_id}/journal", "entries", limit=limit)
+
+    async def journal_page(
+        self, run_id: str, *, limit: int = 1000, cursor: str | None = None, start: int | None = None
+    ) -> m.Journal:
+        """One page of the run's journal (``entries``, ``next_cursor``), after ``cursor`` or from
+        index ``start``."""
+        answer = await self.request(
+            "GET", f"/v1/runs/{run_id}/journal", params={"limit": limit, "cursor": cursor, "from": start}
+        )
+        return _as(m.Journal, answer)
 
     async def signals(self, run_id: str) -> list[m.SignalRecord]:
         """The signals sent to the run, oldest first (``consumed_by_entry`` is None while buffered)."""
-        return _as(m.SignalList, await self.request("GET", f"/v1/runs/{run_id}/signals")).signals
+        return await self._all(m.SignalRecord, f"/v1/runs/{run_id}/signals", "signals")
 
     async def state(self, run_id: str) -> dict[str, Any]:
         """The run's durable state."""
@@ -330,17 +389,28 @@ class Client:
         )
         return _as(m.SignalDelivery, result)
 
+    async def query(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> Any:
+        """The answer of query ``name`` of a run, from the deployment the run is pinned to.
+
+        Returns:
+            The query's output.
+        """
+        return (await self.query_answer(run_id, name, input)).output
+
+    async def query_answer(self, run_id: str, name: str, input: dict[str, Any] | None = None) -> m.QueryAnswer:
+        """Query ``name`` of a run: the output, and the deployment that answered."""
+        result = await self.request("POST", f"/v1/runs/{run_id}/queries/{name}", json=input or {})
+        return _as(m.QueryAnswer, result)
+
     async def cancel(self, run_id: str, *, reason: str | None = None) -> m.Run:
         """Cancel a run (audited)."""
         result = await self.request("POST", f"/v1/runs/{run_id}/cancel", json={"reason": reason})
         return _as(m.Run, result)
 
-    async def audit(self, *, limit: int = 200, target: str | None = None) -> list[m.AuditRecord]:
-        """The audit log, newest first; only the records about ``target`` when given."""
-        params: dict[str, Any] = {"limit": limit}
-        if target is not None:
-            params["target"] = target
-        return _as(m.AuditLog, await self.request("GET", "/v1/audit", params=params)).audit
+    async def audit(self, *, limit: int | None = 200, target: str | None = None) -> list[m.AuditRecord]:
+        """The audit log, newest first (at most ``limit`` records; None: all, page after page);
+        only the records about ``target`` when given."""
+        return await self._all(m.AuditRecord, "/v1/audit", "audit", params={"target": target}, limit=limit)
 
     # --- escape hatches -----------------------------------------------------------------
 
@@ -411,7 +481,7 @@ class Client:
 
     async def tokens(self, *, tenant: str | None = None) -> list[m.Token]:
         """The tokens of this client's tenant (an operator may name another), without secrets."""
-        return _as(m.TokenList, await self.request("GET", "/v1/tokens", params={"tenant": tenant})).tokens
+        return await self._all(m.Token, "/v1/tokens", "tokens", params={"tenant": tenant})
 
     async def revoke_token(self, token_id: str) -> m.Token:
         """Revoke a token by its id (``tokens`` lists them); it is refused from then on."""
@@ -419,8 +489,8 @@ class Client:
         return _as(m.Token, result)
 
     async def tenants(self) -> list[m.Tenant]:
-        """Every tenant (needs an operator token)."""
-        return _as(m.TenantList, await self.request("GET", "/v1/tenants")).tenants
+        """Every tenant (needs an operator token; every page)."""
+        return await self._all(m.Tenant, "/v1/tenants", "tenants")
 
     async def nodes(self) -> list[dict[str, Any]]:
         """The nodes serving the server's store, with their leases and workers (operator token)."""

@@ -19,7 +19,9 @@ The tree::
     ├── NotFoundError                 not_found            404
     ├── HostNotAllowedError           host_not_allowed     421
     ├── ConflictError                 conflict             409
-    │   └── FencedError               fenced               409
+    │   ├── FencedError               fenced               409
+    │   └── QueryFailedError          query_failed         409
+    │       └── QueryRefusedError     query_refused        409 (a query issued a journaled command)
     ├── SnapshotError                 snapshot_changed     409
     ├── SchemaError                   schema_violation     422
     ├── PayloadTooLargeError          too_large            413
@@ -235,6 +237,22 @@ class FencedError(ConflictError):
     """A journal append came from a stale attempt or contradicts a durable entry."""
 
     code = "fenced"
+
+
+class QueryFailedError(ConflictError):
+    """A query handler could not answer: it raised, or the run's deployment cannot be invoked."""
+
+    code = "query_failed"
+
+
+class QueryRefusedError(QueryFailedError):
+    """A query handler issued a journaled command (a step, a sleep, a signal wait...).
+
+    A query reads the run as its journal left it; it never adds to the journal or changes the
+    run. Raised in the handler at the call, and answered 409 by the API.
+    """
+
+    code = "query_refused"
 
 
 class SchemaError(TetherError):

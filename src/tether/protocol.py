@@ -2,7 +2,8 @@
 
 - ``GET /tether/manifest`` → :class:`ManifestResponse`.
 - ``POST /tether/invoke`` with :class:`InvokeRequest` → :class:`InvokeResponse`; the endpoint
-  answers 409 when its manifest digest is not the one the run is pinned to.
+  answers 409 when its manifest digest is not the one the run is pinned to. With ``query``,
+  the same request asks for a query's answer instead of an attempt.
 - ``POST {runtime_url}/v1/internal/runs/{run_id}/journal`` with :class:`AppendRequest` →
   :class:`AppendResponse`; 409 ``fenced`` when the attempt is stale or an entry contradicts
   a durable one.
@@ -42,6 +43,13 @@ class ManifestResponse(TypedDict):
     """The fingerprint of the interpreter serving it (see :mod:`tether._environment`)."""
 
 
+class QueryCall(TypedDict):
+    """A query to answer instead of an attempt (see :mod:`tether.sdk._query`)."""
+
+    name: str
+    input: dict[str, Any]
+
+
 class InvokeRequest(TypedDict):
     """One attempt of one run."""
 
@@ -57,6 +65,9 @@ class InvokeRequest(TypedDict):
     runtime_url: str
     dry_run: NotRequired[bool]
     """Replay only: execute nothing, append nothing; answer ``compatible`` or ``mismatch``."""
+    query: NotRequired[QueryCall]
+    """Answer this query of the run from its journal (``answered`` with the output, or
+    ``failed``); always sent with ``dry_run`` and no token, so nothing can be appended."""
     code_digest: NotRequired[str]
     """The code digest the run is pinned to (registered endpoints check it against their own)."""
     environment_digest: NotRequired[str]
@@ -74,7 +85,9 @@ class ErrorInfo(TypedDict):
 class InvokeResponse(TypedDict):
     """How an attempt ended."""
 
-    outcome: Literal["completed", "failed", "suspended", "mismatch", "stuck", "fenced", "compatible", "continue_as_new"]
+    outcome: Literal[
+        "completed", "failed", "suspended", "mismatch", "stuck", "fenced", "compatible", "continue_as_new", "answered"
+    ]
     """``stuck``: the code cannot go on with what the journal holds (``error`` says why, e.g. a
     ``SignalRejected`` payload); the run waits for an operator, as after a ``mismatch``."""
     output: NotRequired[Any]

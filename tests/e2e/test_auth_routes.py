@@ -96,6 +96,7 @@ EXPECT: dict[tuple[str, str], Spec] = {
     ),
     ("GET", "/v1/runs/{id}/state"): Spec(RUN_READ, "object"),
     ("GET", "/v1/runs/{id}/journal"): Spec(RUN_READ, "object"),
+    ("POST", "/v1/runs/{id}/queries/{name}"): Spec(RUN_READ, "object", body=_json({})),
     # A registration that cannot be read: 400 from the handler, past authentication.
     ("POST", "/v1/deployments"): Spec(
         ADMIN, "collection", frozenset({400}), _json({"url": "not-a-url", "secret": "s"})
@@ -144,6 +145,7 @@ EXPECT: dict[tuple[str, str], Spec] = {
     ("GET", "/deployments/{dep}"): Spec(READ, "object"),
     ("GET", "/diff"): Spec(READ, "object", query=lambda v: {"from": v["dep"], "to": v["shared_or_dep"]}),
     ("GET", "/envs"): Spec(READ, "collection"),
+    ("GET", "/map"): Spec(READ, "collection"),
     ("GET", "/runs"): Spec(READ, "collection"),
     ("GET", "/runs/{id}"): Spec(READ, "object"),
     ("GET", "/runs/{id}/move"): Spec(READ, "object", query=lambda v: {"to": v["shared_or_dep"]}),
@@ -249,6 +251,8 @@ def _build(server: ServerProcess, tmp: Path) -> World:
     shutil.copytree(HELLO, acme_v2)
     with (acme_v2 / "hello.py").open("a") as f:
         f.write('\n\n@app.function\nasync def acme_only(x: int) -> int:\n    """Only in acme."""\n    return x\n')
+        f.write("\n\n@app.query(onboard)\ndef stage(ctx: tether.QueryContext) -> str | None:\n")
+        f.write('    return ctx.state.get("stage")\n')
 
     async def objects() -> tuple[Values, str]:
         async with Client(server.url, token=tokens[("default", A)]) as d:
@@ -297,6 +301,8 @@ def _fill(path: str, v: Values) -> str:
         path = path.replace("{name}", "onboard")
     if "/signals/{name}" in path:
         path = path.replace("{name}", "approval")
+    if "/queries/{name}" in path:
+        path = path.replace("{name}", "stage")
     return (
         path.replace("{id}", v["run"])
         .replace("{dep}", v["dep"])

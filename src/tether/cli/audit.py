@@ -10,11 +10,12 @@ from tether.cli._common import Settings, call, console, emit_json, pass_settings
 
 @click.command()
 @click.option("--limit", default=50, show_default=True, help="At most this many records, newest first.")
+@click.option("--all", "every", is_flag=True, help="Every record, page after page (ignores --limit).")
 @click.option("--target", default=None, help="Only the records about this run id, deployment id or environment.")
 @pass_settings
-def audit(settings: Settings, limit: int, target: str | None) -> None:
+def audit(settings: Settings, limit: int, every: bool, target: str | None) -> None:
     """The audit log: deployments, environment changes and every escape hatch used."""
-    records = call(settings, lambda c: c.audit(limit=limit, target=target))
+    records = call(settings, lambda c: c.audit(limit=None if every else limit, target=target))
     if settings.as_json:
         emit_json(records)
         return

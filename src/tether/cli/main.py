@@ -11,6 +11,7 @@ from tether.cli.backup import backup, restore
 from tether.cli.deployments import deploy, deployments
 from tether.cli.dev import dev
 from tether.cli.env import env
+from tether.cli.query import query
 from tether.cli.runs import run, runs, signal
 from tether.cli.serve import serve
 from tether.cli.server import server
@@ -57,6 +58,7 @@ for command in (
     run,
     runs,
     signal,
+    query,
     audit,
     tokens,
     tenants,

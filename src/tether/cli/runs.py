@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from tether import api_models as m
+from tether._readable import clip, signals_by_entry, summarize
 from tether.cli._common import (
     EXIT_ERROR,
     EXIT_REFUSED,
@@ -102,14 +103,23 @@ def runs() -> None:
 @click.option("--deployment", default=None, help="Only runs pinned to this deployment.")
 @click.option("--env", "env", default=None, help="Only runs started through this environment.")
 @click.option("--limit", default=50, show_default=True, help="At most this many runs.")
+@click.option("--all", "every", is_flag=True, help="Every matching run, page after page (ignores --limit).")
 @pass_settings
 def list_(
-    settings: Settings, status: str | None, workflow: str | None, deployment: str | None, env: str | None, limit: int
+    settings: Settings,
+    status: str | None,
+    workflow: str | None,
+    deployment: str | None,
+    env: str | None,
+    limit: int,
+    every: bool,
 ) -> None:
     """Runs, stuck first, then newest first."""
 
     async def go(c: Client) -> tuple[list[m.Run], dict[str, str]]:
-        items = await c.runs(status=status, workflow=workflow, deployment=deployment, env=env, limit=limit)
+        items = await c.runs(
+            status=status, workflow=workflow, deployment=deployment, env=env, limit=None if every else limit
+        )
         return items, {d["id"]: d["label"] for d in await c.deployments()}
 
     items, labels = call(settings, go)
@@ -130,25 +140,53 @@ def list_(
     console.print(table)
 
 
+ENTRIES_SHOWN = 200
+
+
 @runs.command()
 @click.argument("run_id")
+@click.option(
+    "--from-entry", "from_entry", type=click.IntRange(min=0), default=None, help="Show the journal from this index on."
+)
+@click.option(
+    "--entries",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help=f"How many journal entries to show (default {ENTRIES_SHOWN}; under --json, all of them).",
+)
 @pass_settings
-def show(settings: Settings, run_id: str) -> None:
-    """A run, its deployment, state, journal and signals."""
+def show(settings: Settings, run_id: str, from_entry: int | None, entries: int | None) -> None:
+    """A run, its deployment, state, journal (in words) and signals.
+
+    The journal is shown a page at a time; the last line says how to read on. Under --json
+    every entry is printed whole, each with its "summary" in words.
+    """
+    paged = not settings.as_json or from_entry is not None or entries is not None
+    size = entries or ENTRIES_SHOWN
 
     async def go(
         c: Client,
-    ) -> tuple[m.Run, list[m.JournalEntry], dict[str, Any], m.DeploymentDetail, list[m.SignalRecord]]:
+    ) -> tuple[m.Run, list[dict[str, Any]], bool, dict[str, Any], m.DeploymentDetail, list[dict[str, Any]]]:
         r = await c.run(run_id)
         deployment = await c.deployment(r["deployment_id"])
-        return r, await c.journal(run_id), await c.state(run_id), deployment, await c.signals(run_id)
+        if paged:
+            page = await c.journal_page(run_id, limit=size, start=from_entry or 0)
+            entries, more = [e.to_dict() for e in page.entries], bool(page.next_cursor)
+        else:
+            entries, more = [e.to_dict() for e in await c.journal(run_id)], False
+        sent = [s.to_dict() for s in await c.signals(run_id)]
+        return r, entries, more, await c.state(run_id), deployment, sent
 
-    r, entries, state, dep, signals = call(settings, go)
+    r, entries_shown, more, state, dep, signals = call(settings, go)
+    taken = signals_by_entry(signals)
     if settings.as_json:
+        for e in entries_shown:
+            e["summary"] = summarize(e, taken.get(e["index"]))
         emit_json(
             {
                 "run": r,
-                "journal": entries,
+                "journal": entries_shown,
+                "journal_next_from": entries_shown[-1]["index"] + 1 if more else None,
                 "state": state,
                 "signals": signals,
                 "deployment": {"id": dep["id"], "label": dep["label"]},
@@ -171,21 +209,23 @@ def show(settings: Settings, run_id: str) -> None:
         console.print(f"last attempt error  {short(r['last_error'], 200)}")
     if state:
         console.print(f"state  {short(state, 200)}")
-    table = Table("#", "kind", "name", "status", "result", "attempt", "at", title=f"journal ({dep['label']})")
-    for e in entries:
-        if not e["completed"]:
-            status, value = "waiting", short(e.get("args"))
-        elif e["error"]:
-            status, value = "error", f"{e['error'].get('type')}: {e['error'].get('message')}"
-        else:
-            status, value = "done", short(e["result"])
-        table.add_row(str(e["index"]), e["kind"], e["name"], status, value, str(e["attempt"]), when(e["created_at"]))
+    table = Table("#", "kind", "status", "what happened", "attempt", "issued", title=f"journal ({dep['label']})")
+    for e in entries_shown:
+        status = "waiting" if not e["completed"] else "error" if e["error"] else "done"
+        what = clip(summarize(e, taken.get(e["index"])), 160)
+        table.add_row(str(e["index"]), e["kind"], status, what, str(e["attempt"]), when(e["created_at"]))
     console.print(table)
+    if more and entries_shown:
+        following = entries_shown[-1]["index"] + 1
+        console.print(
+            f"more entries follow: tether runs show {r['id']} --from-entry {following}"
+            + (f" --entries {size}" if entries else "")
+        )
     if signals:
-        sent = Table("name", "payload", "sent", "taken by", title="signals")
+        sent = Table("name", "payload", "from", "arrived", "taken by", title="signals")
         for s in signals:
-            taken = "buffered" if s["consumed_by_entry"] is None else f"entry {s['consumed_by_entry']}"
-            sent.add_row(s["name"], short(s["payload"]), when(s["created_at"]), taken)
+            took = "buffered" if s["consumed_by_entry"] is None else f"entry {s['consumed_by_entry']}"
+            sent.add_row(s["name"], short(s["payload"]), s.get("sent_by") or "-", when(s["created_at"]), took)
         console.print(sent)
 
 

@@ -4,7 +4,9 @@ A manifest is a JSON object::
 
     {"app": "fraud", "python": "3.11", "tether": "0.1.0",
      "components": {"review": {"kind": "workflow", "description": ..., "input_schema": ...,
-                               "output_schema": ..., "signals": {"approval": {...}}}, ...}}
+                               "output_schema": ..., "signals": {"approval": {...}},
+                               "queries": {"progress": {"description", "input_schema",
+                                                        "output_schema"}}}, ...}}
 
 Everything the LLM or a caller can see is in it; the digest covers all of it.
 """
@@ -46,7 +48,8 @@ class Change:
     """The component's name (or ``*`` for the app as a whole)."""
     change: str
     """``added``, ``removed``, ``kind changed``, ``signature changed``, ``description changed``,
-    ``signals changed``, ``model changed``, ``instructions changed``, ``tools changed``,
+    ``signals changed``, ``query NAME added|removed|signature changed|description changed``,
+    ``model changed``, ``instructions changed``, ``tools changed``,
     ``runtime changed``, or for an agent of another framework the manual field that changed
     (``tool compute_risk_score description changed``, ``tool lookup added``, ...)."""
     detail: str
@@ -158,6 +161,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         for field_name, label in _FIELDS:
             if before.get(field_name) != after.get(field_name):
                 changes.append(Change(name, label, _detail(field_name, before.get(field_name), after.get(field_name))))
+        changes.extend(_query_changes(name, before.get("queries") or {}, after.get("queries") or {}))
         old_manual, new_manual = before.get("manual"), after.get("manual")
         if isinstance(old_manual, dict) and isinstance(new_manual, dict):
             changes.extend(_manual_changes(name, old_manual, new_manual))
@@ -179,4 +183,28 @@ def _manual_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list
         else:
             detail = _detail(field_name, before.get(field_name), after.get(field_name))
         changes.append(Change(name, label, detail))
+    return changes
+
+
+def _query_changes(workflow: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    """The changes of a workflow's declared queries, one per query and field.
+
+    A query removed, or whose schemas changed, is a change a caller sees: a client that asks
+    it of a run on the new deployment gets another answer, or none.
+    """
+    changes = []
+    for query in sorted(old.keys() | new.keys()):
+        before, after = old.get(query), new.get(query)
+        if before is None:
+            changes.append(Change(workflow, f"query {query} added", f"query {query}"))
+        elif after is None:
+            changes.append(Change(workflow, f"query {query} removed", f"query {query}"))
+        else:
+            for field_name in ("input_schema", "output_schema"):
+                if before.get(field_name) != after.get(field_name):
+                    detail = _detail(field_name, before.get(field_name), after.get(field_name))
+                    changes.append(Change(workflow, f"query {query} signature changed", detail))
+            if before.get("description") != after.get("description"):
+                detail = _detail("description", before.get("description"), after.get("description"))
+                changes.append(Change(workflow, f"query {query} description changed", detail))
     return changes

@@ -151,7 +151,7 @@ async def signal_run(request: Request, form: Form) -> str:
         raise BadRequestError(f"the payload is nested more than {MAX_JSON_DEPTH} levels deep: flatten it") from None
     except ValueError as exc:
         raise BadRequestError(f'the payload is not valid JSON ({exc}): write it as JSON, e.g. {{"ok": true}}') from None
-    answer = await runtime(request).signal(tenant(request), run_id, name, payload)
+    answer = await runtime(request).signal(tenant(request), run_id, name, payload, sent_by=_actor(request))
     if answer["buffered"]:
         return _run_page(run_id, f"signal {name} buffered: no wait is open for it yet")
     return _run_page(run_id, f"signal {name} delivered to entry {answer['delivered_to_entry']}")

@@ -1,4 +1,5 @@
-"""Dashboard pages: deployments and their manifests, diffs, environments, runs and a run's journal.
+"""Dashboard pages: deployments and their manifests, diffs, environments, the version map, runs
+and a run's journal.
 
 Each view calls the same service functions as the HTTP API (``Runtime`` and its store); the
 pages are Jinja2 templates, and ``static/dashboard.js`` patches the live parts in place. The
@@ -9,16 +10,21 @@ from __future__ import annotations
 
 import bisect
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from tether._readable import signals_by_entry, summarize
+from tether.core.paging import CursorError, cut, decode_cursor, encode_cursor
 from tether.core.status import TERMINAL, RunStatus
 from tether.dashboard import actions
+from tether.dashboard._map import layout
 from tether.dashboard._render import HERE, error_page, render
 from tether.errors import BadRequestError, ConflictError, NotFoundError, TetherError
 from tether.server.api._http import runtime, tenant
+from tether.store._runs import run_key
 from tether.store.records import Run
 
 STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
@@ -104,8 +110,24 @@ async def envs_page(request: Request) -> Response:
     return render("envs.html", page="envs", envs=envs, labels=labels, deployments=deployments)
 
 
+RUNS_PER_PAGE = 200
+ENTRIES_PER_PAGE = 500
+
+
+async def map_page(request: Request) -> Response:
+    """``GET /map``: environments as arrows to deployments, runs in flight on each as bars,
+    draining deployments fading as their runs finish: what to look at before retiring one."""
+    rt, tid = runtime(request), tenant(request)
+    deployments = await rt.deployments(tid)
+    envs = [e.to_json() for e in await rt.store.list_envs(tid)]
+    drawn = layout(deployments, envs, await rt.store.run_totals(tid))
+    labels = {str(d["id"]): str(d["label"]) for d in deployments}
+    return render("map.html", page="map", map=drawn, envs=envs, labels=labels)
+
+
 async def runs_page(request: Request) -> Response:
-    """``GET /runs?status=&workflow=&deployment=&env=``: stuck runs first, with why they are stuck."""
+    """``GET /runs?status=&workflow=&deployment=&env=&cursor=``: stuck runs first, with why they
+    are stuck, 200 a page."""
     rt, tid = runtime(request), tenant(request)
     params = request.query_params
     filters = {k: params.get(k) or "" for k in ("status", "workflow", "deployment", "env")}
@@ -117,20 +139,36 @@ async def runs_page(request: Request) -> Response:
         deployment_id = (
             (await rt.store.get_deployment(tid, filters["deployment"])).id if filters["deployment"] else None
         )
-        runs = await rt.store.list_runs(
+        after = None
+        if params.get("cursor"):
+            try:
+                after = decode_cursor("runs", params["cursor"], (int, float, str))
+            except CursorError as exc:
+                raise BadRequestError(
+                    f"cannot read this page's cursor: {exc}; start again from the first page"
+                ) from None
+        found = await rt.store.list_runs(
             tid,
             status=filters["status"] or None,
             workflow=filters["workflow"] or None,
             deployment_id=deployment_id,
             env=filters["env"] or None,
-            limit=200,
+            limit=RUNS_PER_PAGE + 1,
+            after=after,
         )
     except TetherError as exc:
         return error_page(exc)
+    page = cut(found, RUNS_PER_PAGE, run_key)
+    next_page = None
+    if page.next_key is not None:
+        kept = {k: v for k, v in filters.items() if v}
+        next_page = "/runs?" + urlencode({**kept, "cursor": encode_cursor("runs", page.next_key)})
     return render(
         "runs.html",
         page="runs",
-        runs=runs,
+        runs=page.items,
+        next_page=next_page,
+        paged=after is not None,
         labels=await _labels(request),
         statuses=[s.value for s in RunStatus],
         envs=[e.name for e in await rt.store.list_envs(tid)],
@@ -152,9 +190,14 @@ def _pinned_at(run: Run, moves: list[dict[str, Any]]) -> tuple[list[float], list
 async def run_page(request: Request) -> Response:
     """``GET /runs/{id}``: the run, its state, signals, journal timeline, history and actions."""
     rt, tid = runtime(request), tenant(request)
+    first = request.query_params.get("from") or "0"
     try:
+        if not first.isdigit():
+            raise BadRequestError(f"from is the index of the first entry to show (0 or more), not {first!r}")
+        start = int(first)
         run = await rt.store.get_run(tid, request.path_params["id"])
-        journal = await rt.store.journal(tid, run.id)
+        journal = await rt.store.journal(tid, run.id, after=start - 1, limit=ENTRIES_PER_PAGE)
+        size = await rt.store.journal_size(tid, run.id)
         state = await rt.store.run_state(tid, run.id)
         signals = await rt.store.signals(tid, run.id)
         history = await rt.store.audit(tid, 200, target=run.id)
@@ -165,6 +208,8 @@ async def run_page(request: Request) -> Response:
     labels = {str(d["id"]): str(d["label"]) for d in deployments}
     times, held = _pinned_at(run, [h for h in history if h["action"] == "run.move"])
     entry_deployments = [held[bisect.bisect_right(times, e.created_at)] for e in journal]
+    taken = signals_by_entry(signals)
+    summaries = [summarize(e.to_json(), taken.get(e.index)) for e in journal]
     workflow = pinned.manifest.get("components", {}).get(run.workflow, {})
     return render(
         "run.html",
@@ -172,7 +217,10 @@ async def run_page(request: Request) -> Response:
         notice=request.query_params.get("notice"),
         run=run,
         ended=run.status in TERMINAL,
-        journal=list(zip(journal, entry_deployments, strict=True)),
+        journal=list(zip(journal, entry_deployments, summaries, strict=True)),
+        journal_size=size,
+        journal_from=start,
+        per_page=ENTRIES_PER_PAGE,
         state=state,
         signals=signals,
         declared_signals=sorted(workflow.get("signals", {}).items()),
@@ -220,6 +268,7 @@ ROUTES = [
     Route("/deployments/{dep}", deployment_page, methods=["GET"]),
     Route("/diff", diff_page, methods=["GET"]),
     Route("/envs", envs_page, methods=["GET"]),
+    Route("/map", map_page, methods=["GET"]),
     Route("/runs", runs_page, methods=["GET"]),
     Route("/runs/{id}", run_page, methods=["GET"]),
     Route("/runs/{id}/move", move_page, methods=["GET"]),

@@ -16,6 +16,7 @@ from tether import _frames
 from tether.errors import FencedError
 from tether.protocol import PROTOCOL_VERSION, Completion, InvokeRequest, NewEntry, manifest_refusal
 from tether.sdk._attempt import Attempt
+from tether.sdk._query import answer_query
 from tether.sdk.app import App
 
 HELLO_TIMEOUT = 5.0
@@ -110,7 +111,10 @@ class _Connection:
         if refusal is not None:
             self._send({"t": "outcome", "id": message_id, "refused": refusal})
             return
-        response = await Attempt(self._server.app, request, _LinkSink(self, request)).execute()
+        if "query" in request:
+            response = await answer_query(self._server.app, request)
+        else:
+            response = await Attempt(self._server.app, request, _LinkSink(self, request)).execute()
         self._send({"t": "outcome", "id": message_id, "response": response})
 
     def append(self, item: dict[str, Any]) -> asyncio.Future[list[Completion]]:

@@ -111,6 +111,45 @@ def _signature_model(
     return model, names, ret, takes_context
 
 
+def _query_definition(workflow: str, name: str, fn: Callable[..., Any]) -> QueryDefinition:
+    """The definition of query ``name`` of ``workflow`` from its handler's signature.
+
+    Raises:
+        TypeError: the handler does not take the query context first, or a type cannot be JSON.
+    """
+    from tether.sdk._query import QueryContext
+    from tether.sdk.context import Context
+
+    hints = typing.get_type_hints(fn)
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or hints.get(params[0].name) not in (QueryContext, Context):
+        shown = ", ".join(p.name for p in params[1:])
+        raise TypeError(
+            f"query {name} of workflow {workflow} must take the query context as its first parameter: "
+            f"def {fn.__name__}(ctx: tether.QueryContext{', ' if shown else ''}{shown}) -> ..."
+        )
+    fields: dict[str, Any] = {}
+    names: list[str] = []
+    for param in params[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"query {name}: *args and **kwargs parameters cannot be described by a schema")
+        annotation = hints.get(param.name, Any)
+        _check_json(annotation, f"query {name}: parameter {param.name!r}")
+        fields[param.name] = (annotation, ... if param.default is param.empty else param.default)
+        names.append(param.name)
+    ret = hints.get("return", Any)
+    _check_json(ret, f"query {name}: the return type")
+    return QueryDefinition(
+        name=name,
+        workflow=workflow,
+        fn=fn,
+        description=inspect.cleandoc(fn.__doc__ or ""),
+        input_model=create_model(f"{workflow}_{name}_query_input", __base__=_Input, **fields),
+        param_names=names,
+        output=TypeAdapter(ret),
+    )
+
+
 def _check_json(annotation: Any, what: str) -> None:
     """Refuse, where it is declared, a type tether cannot carry as JSON (the journal, the API).
 
@@ -145,6 +184,34 @@ def _has_set(schema: Any) -> bool:
 
 
 @dataclass(eq=False)
+class QueryDefinition:
+    """A read-only query handler declared on a workflow (:meth:`App.query`)."""
+
+    name: str
+    """The query's name, unique within its workflow."""
+    workflow: str
+    """The workflow it reads runs of."""
+    fn: Callable[..., Any]
+    """The handler: ``(ctx: tether.QueryContext, ...) -> T``, sync or async."""
+    description: str
+    """The docstring."""
+    input_model: type[BaseModel]
+    """Pydantic model of the parameters (the context excluded)."""
+    param_names: list[str]
+    """Parameter names in order."""
+    output: TypeAdapter[Any]
+    """Adapter of the return annotation."""
+
+    def describe(self) -> dict[str, Any]:
+        """This query's entry in its workflow's manifest entry."""
+        return {
+            "description": self.description,
+            "input_schema": self.input_model.model_json_schema(),
+            "output_schema": self.output.json_schema(),
+        }
+
+
+@dataclass(eq=False)
 class ComponentDefinition:
     """What a decorator registers: a workflow, function or tool."""
 
@@ -169,6 +236,8 @@ class ComponentDefinition:
     takes_context: bool = False
     """A tool whose first parameter is the context: agents call it inline, in the workflow,
     so it may use ``ctx.step``, ``ctx.signal`` (e.g. a human's review) and the rest."""
+    queries: dict[str, QueryDefinition] = field(default_factory=dict)
+    """Declared read-only queries (workflows), by name."""
 
     def describe(self) -> dict[str, Any]:
         """This component's manifest entry."""
@@ -181,6 +250,9 @@ class ComponentDefinition:
         }
         if self.kind == "workflow":
             out["signals"] = {name: adapter.json_schema() for name, adapter in sorted(self.signals.items())}
+            if self.queries:
+                # Only when declared: manifests of workflows without queries keep their digest.
+                out["queries"] = {name: query.describe() for name, query in sorted(self.queries.items())}
         else:
             out["retry"] = self.retry.to_json()
         return out
@@ -327,6 +399,51 @@ class App:
             return f
 
         return wrap(fn) if fn is not None else wrap
+
+    def query(self, workflow: Callable[..., Any] | str, /, *, name: str | None = None) -> Callable[[F], F]:
+        """Declare a read-only query on ``workflow``: ``(ctx: tether.QueryContext, ...) -> T``.
+
+        A query is answered by the deployment a run is pinned to, from the run's journal: its
+        input, its state (``ctx.set``) and its entries (see :class:`tether.QueryContext`). It
+        may not issue journaled commands (``ctx.step``, ``ctx.sleep``, ``ctx.signal``,
+        ``ctx.now``...): they raise :class:`tether.errors.QueryRefusedError`. Its parameter and
+        return schemas go into the manifest, so ``tether deployments diff`` shows when they change.
+
+        Example::
+
+            @app.query(review)
+            async def progress(ctx: tether.QueryContext) -> dict:
+                return {"stage": ctx.state.get("stage")}
+
+        Args:
+            workflow: the workflow (the decorated function, or its registered name).
+            name: the query's name (default: the handler's name).
+        """
+        if isinstance(workflow, str):
+            target = self.get(workflow, "workflow")
+        else:
+            found = definition_of(workflow)
+            target = found if found is not None and self.components.get(found.name) is found else None
+            if target is not None and target.kind != "workflow":
+                target = None
+        if target is None:
+            shown = workflow if isinstance(workflow, str) else getattr(workflow, "__name__", repr(workflow))
+            raise TypeError(
+                f"@app.query({shown}): not a workflow of app {self.name}: pass a function decorated with "
+                "@app.workflow (or its name), declared before the query"
+            )
+        owner = target
+
+        def wrap(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@app.query decorates a function, got {fn!r}")
+            query_name = name or fn.__name__
+            if query_name in owner.queries:
+                raise ValueError(f"workflow {owner.name} already declares a query named {query_name!r}")
+            owner.queries[query_name] = _query_definition(owner.name, query_name, fn)
+            return fn
+
+        return wrap
 
     def agent(
         self,

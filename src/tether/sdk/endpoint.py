@@ -32,6 +32,7 @@ from tether.protocol import (
     manifest_refusal,
 )
 from tether.sdk._attempt import Attempt
+from tether.sdk._query import answer_query
 from tether.sdk.app import App
 
 
@@ -122,6 +123,8 @@ def create_endpoint(
         refusal = manifest_refusal(digest, body, code_digest=code_digest, environment_digest=environment_digest)
         if refusal is not None:
             return _respond({"error": refusal, "serves": serves}, 409)
+        if "query" in body:
+            return _respond(await answer_query(app, body))
         attempt = Attempt(app, body, HttpJournalSink(state["client"], body))
         return _respond(await attempt.execute())
 

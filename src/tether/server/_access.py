@@ -65,6 +65,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/v1/runs/{id}/signals/{name}"): INGRESS,
     ("GET", "/v1/runs/{id}/state"): RUN_READ,
     ("GET", "/v1/runs/{id}/journal"): RUN_READ,
+    ("POST", "/v1/runs/{id}/queries/{name}"): RUN_READ,
     # admin
     ("POST", "/v1/deployments"): ADMIN,
     ("GET", "/v1/deployments"): READ,
@@ -107,6 +108,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/deployments/{dep}"): READ,
     ("GET", "/diff"): READ,
     ("GET", "/envs"): READ,
+    ("GET", "/map"): READ,
     ("GET", "/runs"): READ,
     ("GET", "/runs/{id}"): READ,
     ("GET", "/runs/{id}/move"): READ,

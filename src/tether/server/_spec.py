@@ -92,6 +92,16 @@ IDEMPOTENCY_KEY = Param(
 )
 LIMIT_RUNS = Param("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}, "At most this many.")
 LIMIT_AUDIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 200}, "At most this many.")
+CURSOR = Param(
+    "cursor",
+    {"type": "string"},
+    "The next_cursor of the previous page of this same list (opaque; any other text is refused, 400).",
+)
+LIMIT_PAGE = Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "At most this many.")
+LIMIT_ENTRIES = Param(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "At most this many."
+)
+PAGED = (LIMIT_PAGE, CURSOR)
 REASON = _json(m.ReasonBody, "Optional; recorded in the audit log.")
 RUN = _json(m.Run)
 ENV = _json(m.Environment)
@@ -144,8 +154,9 @@ SPECS: dict[tuple[str, str], Operation] = {
         path_params=RUN_ID,
     ),
     ("GET", "/v1/runs/{id}/signals"): Operation(
-        summary="The signals sent to a run",
+        summary="The signals sent to a run, oldest first",
         tag="ingress",
+        query=(LIMIT_ENTRIES, CURSOR),
         answers={200: _json(m.SignalList)},
         errors=(404,),
         path_params=RUN_ID,
@@ -170,7 +181,24 @@ SPECS: dict[tuple[str, str], Operation] = {
         path_params=RUN_ID,
     ),
     ("GET", "/v1/runs/{id}/journal"): Operation(
-        summary="A run's journal", tag="ingress", answers={200: _json(m.Journal)}, errors=(404,), path_params=RUN_ID
+        summary="A run's journal, by index",
+        tag="ingress",
+        query=(
+            LIMIT_ENTRIES,
+            CURSOR,
+            Param("from", {"type": "string", "pattern": "^[0-9]{1,9}$"}, "The index of the first page's first entry."),
+        ),
+        answers={200: _json(m.Journal)},
+        errors=(404,),
+        path_params=RUN_ID,
+    ),
+    ("POST", "/v1/runs/{id}/queries/{name}"): Operation(
+        summary="Ask a run a query, answered by its pinned deployment",
+        tag="ingress",
+        body=_json(JSON_OBJECT, "The query's input: its parameters by name (no body means {})."),
+        answers={200: _json(m.QueryAnswer)},
+        errors=(404, 409, 422),
+        path_params={"id": "A run id.", "name": "A query the run's workflow declares on its pinned deployment."},
     ),
     # admin: deployments
     ("POST", "/v1/deployments"): Operation(
@@ -199,7 +227,7 @@ SPECS: dict[tuple[str, str], Operation] = {
         },
     ),
     ("GET", "/v1/deployments"): Operation(
-        summary="Every deployment", tag="deployments", answers={200: _json(m.DeploymentList)}
+        summary="The deployments, oldest first", tag="deployments", query=PAGED, answers={200: _json(m.DeploymentList)}
     ),
     ("GET", "/v1/deployments/{dep}"): Operation(
         summary="One deployment with its manifest, code and environment",
@@ -232,7 +260,7 @@ SPECS: dict[tuple[str, str], Operation] = {
     ),
     # admin: environments
     ("GET", "/v1/envs"): Operation(
-        summary="Every environment", tag="environments", answers={200: _json(m.EnvironmentList)}
+        summary="The environments, by name", tag="environments", query=PAGED, answers={200: _json(m.EnvironmentList)}
     ),
     ("PUT", "/v1/envs/{env}"): Operation(
         summary="Point an environment at a deployment, or split it",
@@ -263,6 +291,7 @@ SPECS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/envs/{env}/history"): Operation(
         summary="An environment's changes, newest first",
         tag="environments",
+        query=PAGED,
         answers={200: _json(m.EnvHistory)},
         errors=(404,),
         path_params={"env": "An environment name."},
@@ -281,6 +310,7 @@ SPECS: dict[tuple[str, str], Operation] = {
             Param("deployment", {"type": "string"}, "Only runs pinned to this deployment (id or label)."),
             Param("env", {"type": "string"}, "Only runs started through this environment."),
             LIMIT_RUNS,
+            CURSOR,
         ),
         answers={200: _json(m.RunList)},
         errors=(404,),
@@ -349,6 +379,7 @@ SPECS: dict[tuple[str, str], Operation] = {
         query=(
             LIMIT_AUDIT,
             Param("target", {"type": "string"}, "Only records about this run, deployment or environment."),
+            CURSOR,
         ),
         answers={200: _json(m.AuditLog)},
     ),
@@ -357,7 +388,7 @@ SPECS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/tokens"): Operation(
         summary="The tenant's tokens (never their secrets)",
         tag="access",
-        query=(Param("tenant", {"type": "string"}, "Another tenant (operator only)."),),
+        query=(Param("tenant", {"type": "string"}, "Another tenant (operator only)."), *PAGED),
         answers={200: _json(m.TokenList)},
         errors=(404,),
     ),
@@ -376,7 +407,9 @@ SPECS: dict[tuple[str, str], Operation] = {
         errors=(404,),
         path_params={"id": "A token id."},
     ),
-    ("GET", "/v1/tenants"): Operation(summary="Every tenant", tag="access", answers={200: _json(m.TenantList)}),
+    ("GET", "/v1/tenants"): Operation(
+        summary="The tenants, by id", tag="access", query=PAGED, answers={200: _json(m.TenantList)}
+    ),
     ("GET", "/v1/nodes"): Operation(
         summary="The nodes serving the store, their leases and workers", tag="access", answers={200: _json(m.NodeList)}
     ),

@@ -29,7 +29,7 @@ import httpx
 from tether import _bundle, _environment, _json
 from tether.core.manifest import diff
 from tether.errors import BundleError, FencedError, NotFoundError, SnapshotError, StoreUnavailableError
-from tether.protocol import INVOKE_PATH, InvokeRequest, signed_headers
+from tether.protocol import INVOKE_PATH, InvokeRequest, QueryCall, signed_headers
 from tether.server._link import LinkClosedError
 from tether.server.metrics import Metrics
 from tether.server.tracing import ABANDONED, Tracing
@@ -430,7 +430,20 @@ class Dispatcher:
         """
         return await self.send(start, token="", dry_run=True)
 
-    async def send(self, start: AttemptStart, *, token: str, dry_run: bool = False) -> dict[str, Any]:
+    async def query(self, start: AttemptStart, name: str, input: dict[str, Any]) -> dict[str, Any]:
+        """Ask ``start.deployment`` to answer query ``name`` of ``start.run`` from its journal.
+
+        Sent like a dry run (no attempt token), so the deployment can append nothing.
+
+        Returns:
+            The answer: ``answered`` with the output, ``failed`` with why, or ``stuck`` when the
+            deployment cannot be invoked.
+        """
+        return await self.send(start, token="", dry_run=True, query={"name": name, "input": input})
+
+    async def send(
+        self, start: AttemptStart, *, token: str, dry_run: bool = False, query: QueryCall | None = None
+    ) -> dict[str, Any]:
         """Invoke ``start.deployment`` with ``start.run`` and its journal; the answer's outcome."""
         run, deployment = start.run, start.deployment
         request: InvokeRequest = {
@@ -447,6 +460,8 @@ class Dispatcher:
         }
         if dry_run:
             request["dry_run"] = True
+        if query is not None:
+            request["query"] = query
         if deployment.kind == "endpoint":
             assert deployment.url is not None
             request["journal"] = [e.to_json() for e in start.journal]

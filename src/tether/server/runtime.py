@@ -372,9 +372,12 @@ class Runtime:
             environment={"mode": "fingerprint", "fingerprint": fingerprint, "lock": None},
         )
 
-    async def deployments(self, tenant_id: str) -> list[dict[str, Any]]:
-        """Every deployment with its lifecycle status, live workers and cold starts."""
-        items = await self.store.list_deployments(tenant_id)
+    async def deployments(
+        self, tenant_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The deployments (oldest first; after sequence number ``after``, at most ``limit``) with
+        their lifecycle status, live workers and cold starts."""
+        items = await self.store.list_deployments(tenant_id, after=after, limit=limit)
         for item in items:
             item.update(self.pool.stats(worker_key(tenant_id, str(item["id"]))))
         return items
@@ -505,7 +508,14 @@ class Runtime:
                 run = changed if changed is not None else await self.store.get_run(tenant_id, run_id)
 
     async def signal(
-        self, tenant_id: str, run_id: str, name: str, payload: Any, *, idempotency_key: str | None = None
+        self,
+        tenant_id: str,
+        run_id: str,
+        name: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+        sent_by: str | None = None,
     ) -> dict[str, Any]:
         """Deliver a signal after validating it against the pinned deployment's schema.
 
@@ -523,7 +533,7 @@ class Runtime:
             _validate(signals[name], payload, f"signal {name} of {run.workflow} on {dep.label}")
 
         answer = await self.store.signal(
-            tenant_id, run_id, name, payload, validate=validate, idempotency_key=idempotency_key
+            tenant_id, run_id, name, payload, validate=validate, idempotency_key=idempotency_key, sent_by=sent_by
         )
         if not answer["duplicate"]:
             self.dispatcher.poke()

@@ -122,14 +122,18 @@ class DeploymentOps(Ops):
         """
         return await self.backend.read(lambda tx: self._find_deployment(tx, tenant_id, ref))
 
-    async def list_deployments(self, tenant_id: str) -> list[dict[str, Any]]:
-        """Every deployment with its status, environments and runs in flight."""
+    async def list_deployments(
+        self, tenant_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The deployments, oldest first (those after sequence number ``after``, at most
+        ``limit``), with their status, environments and runs in flight."""
+        sql = "SELECT * FROM deployments WHERE tenant_id = ? AND seq > ? ORDER BY seq"
+        params: tuple[Any, ...] = (tenant_id, -1 if after is None else after)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
 
         def op(tx: Tx) -> list[dict[str, Any]]:
-            deployments = [
-                Deployment.from_row(r)
-                for r in tx.all("SELECT * FROM deployments WHERE tenant_id = ? ORDER BY seq", (tenant_id,))
-            ]
+            deployments = [Deployment.from_row(r) for r in tx.all(sql, params)]
             holders = self._holders(tx, tenant_id)
             out = []
             for dep in deployments:
@@ -334,21 +338,32 @@ class DeploymentOps(Ops):
         row = await self.backend.read(lambda tx: self._env_row(tx, tenant_id, name))
         return Environment(row["name"], _targets(row["targets"]), row["updated_at"])
 
-    async def list_envs(self, tenant_id: str) -> list[Environment]:
-        """Every environment of the tenant."""
-        rows = await self.backend.read(
-            lambda tx: tx.all("SELECT * FROM environments WHERE tenant_id = ? ORDER BY name", (tenant_id,))
-        )
+    async def list_envs(
+        self, tenant_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[Environment]:
+        """The tenant's environments by name (those after ``after``, at most ``limit``)."""
+        sql = "SELECT * FROM environments WHERE tenant_id = ? AND name > ? ORDER BY name"
+        params: tuple[Any, ...] = (tenant_id, "" if after is None else after)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        rows = await self.backend.read(lambda tx: tx.all(sql, params))
         return [Environment(r["name"], _targets(r["targets"]), r["updated_at"]) for r in rows]
 
-    async def env_history(self, tenant_id: str, name: str) -> list[dict[str, Any]]:
-        """Every change of ``name``, newest first."""
+    async def env_history(
+        self, tenant_id: str, name: str, *, before: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The changes of ``name``, newest first (those older than id ``before``, at most ``limit``)."""
+        sql = "SELECT * FROM env_history WHERE tenant_id = ? AND name = ?"
+        params: tuple[Any, ...] = (tenant_id, name)
+        if before is not None:
+            sql, params = sql + " AND id < ?", (*params, before)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
 
         def op(tx: Tx) -> list[Row]:
             self._env_row(tx, tenant_id, name)
-            return tx.all(
-                "SELECT * FROM env_history WHERE tenant_id = ? AND name = ? ORDER BY id DESC", (tenant_id, name)
-            )
+            return tx.all(sql, params)
 
         rows = await self.backend.read(op)
         return [

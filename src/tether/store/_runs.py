@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.core.journal import EntryKind, JournalEntry, canonical_json
+from tether.core.paging import Key
 from tether.core.routing import draw
 from tether.core.status import TERMINAL, RunStatus
 from tether.errors import ConflictError, NotFoundError
@@ -143,8 +144,14 @@ class RunOps(Ops):
         deployment_id: str | None = None,
         env: str | None = None,
         limit: int = 100,
+        after: Key | None = None,
     ) -> list[Run]:
-        """Runs, newest first, filtered; stuck runs are not hidden by the limit order."""
+        """Runs, stuck first, then newest first, filtered; stuck runs are not hidden by the limit.
+
+        ``after`` is the :func:`run_key` of the last run of the previous page: the runs after
+        it in this order (keyset pagination; runs created meanwhile are newer, so they never
+        shift a later page).
+        """
         where = ["tenant_id = ?"]
         params: list[Any] = [tenant_id]
         for column, value in (
@@ -156,19 +163,36 @@ class RunOps(Ops):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = (
-            f"SELECT * FROM runs WHERE {' AND '.join(where)} "
-            "ORDER BY CASE WHEN status = 'stuck' THEN 0 ELSE 1 END, created_at DESC LIMIT ?"
-        )
+        rank = "(CASE WHEN status = 'stuck' THEN 0 ELSE 1 END)"
+        if after is not None:
+            where.append(f"({rank} > ? OR ({rank} = ? AND (created_at < ? OR (created_at = ? AND id < ?))))")
+            params.extend([after[0], after[0], after[1], after[1], after[2]])
+        sql = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY {rank}, created_at DESC, id DESC LIMIT ?"
         rows = await self.backend.read(lambda tx: tx.all(sql, (*params, limit)))
         return [Run.from_row(r) for r in rows]
 
-    async def journal(self, tenant_id: str, run_id: str) -> list[JournalEntry]:
-        """The run's journal, by index."""
+    async def journal(
+        self, tenant_id: str, run_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[JournalEntry]:
+        """The run's journal, by index: the entries after index ``after``, at most ``limit``."""
+        sql = "SELECT * FROM journal WHERE run_id = ? AND idx > ? ORDER BY idx"
+        params: tuple[Any, ...] = (run_id, -1 if after is None else after)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
 
         def op(tx: Tx) -> list[JournalEntry]:
             self._run_row(tx, tenant_id, run_id)
-            return [entry_from_row(r) for r in tx.all("SELECT * FROM journal WHERE run_id = ? ORDER BY idx", (run_id,))]
+            return [entry_from_row(r) for r in tx.all(sql, params)]
+
+        return await self.backend.read(op)
+
+    async def journal_size(self, tenant_id: str, run_id: str) -> int:
+        """How many entries the run's journal holds."""
+
+        def op(tx: Tx) -> int:
+            self._run_row(tx, tenant_id, run_id)
+            row = tx.one("SELECT COUNT(*) AS n FROM journal WHERE run_id = ?", (run_id,))
+            return 0 if row is None else int(row["n"])
 
         return await self.backend.read(op)
 
@@ -184,27 +208,45 @@ class RunOps(Ops):
 
         return await self.backend.read(op)
 
-    async def signals(self, tenant_id: str, run_id: str) -> list[dict[str, Any]]:
-        """Every signal sent to the run, oldest first: whether a wait took it, and which entry."""
+    async def signals(
+        self, tenant_id: str, run_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The signals sent to the run, oldest first (those after id ``after``, at most ``limit``):
+        when each arrived, whether a wait took it, and which entry."""
+        sql = (
+            "SELECT id, name, payload, created_at, consumed_index, sent_by FROM signals "
+            "WHERE run_id = ? AND id > ? ORDER BY id"
+        )
+        params: tuple[Any, ...] = (run_id, -1 if after is None else after)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
 
         def op(tx: Tx) -> list[dict[str, Any]]:
             self._run_row(tx, tenant_id, run_id)
-            rows = tx.all(
-                "SELECT id, name, payload, created_at, consumed_index FROM signals WHERE run_id = ? ORDER BY id",
-                (run_id,),
-            )
+            rows = tx.all(sql, params)
             return [
                 {
                     "id": r["id"],
                     "name": r["name"],
                     "payload": _loads(r["payload"]),
                     "created_at": r["created_at"],
+                    "sent_by": r["sent_by"],
                     "consumed_by_entry": r["consumed_index"],
                 }
                 for r in rows
             ]
 
         return await self.backend.read(op)
+
+    async def run_totals(self, tenant_id: str) -> dict[str, int]:
+        """Every run pinned to each deployment of the tenant, whatever its status, by deployment id."""
+        rows = await self.backend.read(
+            lambda tx: tx.all(
+                "SELECT deployment_id, COUNT(*) AS n FROM runs WHERE tenant_id = ? GROUP BY deployment_id",
+                (tenant_id,),
+            )
+        )
+        return {r["deployment_id"]: r["n"] for r in rows}
 
     async def counts(self) -> dict[tuple[str, str, str, str], int]:
         """Runs per (tenant, deployment id, deployment label, status), across tenants (for metrics)."""
@@ -226,8 +268,11 @@ class RunOps(Ops):
         *,
         validate: Callable[[Run, Deployment], Any] | None = None,
         idempotency_key: str | None = None,
+        sent_by: str | None = None,
     ) -> dict[str, Any]:
         """Deliver a signal: complete the run's oldest open wait for ``name``, or buffer it.
+
+        ``sent_by`` (who sent it, as the audit log names them) is kept with its arrival time.
 
         With ``idempotency_key`` the signal is delivered at most once per run and key: a
         retry with the same name and payload is answered ``duplicate`` (even once the run has
@@ -260,9 +305,9 @@ class RunOps(Ops):
             )
             consumed = None if waiting is None else waiting["idx"]
             tx.execute(
-                "INSERT INTO signals (run_id, name, payload, created_at, consumed_index, idempotency_key) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, name, _dumps(payload), now, consumed, idempotency_key),
+                "INSERT INTO signals (run_id, name, payload, created_at, consumed_index, idempotency_key, sent_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, name, _dumps(payload), now, consumed, idempotency_key, sent_by),
             )
             woken = False
             if consumed is not None:
@@ -600,3 +645,8 @@ class RunOps(Ops):
             )
 
         return await self.backend.write(op)
+
+
+def run_key(run: Run) -> Key:
+    """A run's position in :meth:`RunOps.list_runs`' order (stuck first, then newest first)."""
+    return (0 if run.status is RunStatus.STUCK else 1, run.created_at, run.id)

@@ -175,15 +175,18 @@ class TenantOps(Ops):
 
         return await self.backend.write(op)
 
-    async def list_tenants(self) -> list[dict[str, Any]]:
-        """Every tenant, with how many of its tokens are not revoked."""
-        rows = await self.backend.read(
-            lambda tx: tx.all(
-                "SELECT t.id, t.created_at, t.created_by, "
-                "(SELECT COUNT(*) FROM tokens k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL) AS tokens "
-                "FROM tenants t ORDER BY t.id"
-            )
+    async def list_tenants(self, *, after: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The tenants by id (those after ``after``, at most ``limit``), with how many of their
+        tokens are not revoked."""
+        sql = (
+            "SELECT t.id, t.created_at, t.created_by, "
+            "(SELECT COUNT(*) FROM tokens k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL) AS tokens "
+            "FROM tenants t WHERE t.id > ? ORDER BY t.id"
         )
+        params: tuple[Any, ...] = ("" if after is None else after,)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        rows = await self.backend.read(lambda tx: tx.all(sql, params))
         return [dict(r) for r in rows]
 
     async def tenant_exists(self, tenant_id: str) -> bool:
@@ -231,12 +234,24 @@ class TenantOps(Ops):
         token = await self.backend.write(op)
         return IssuedToken(token, f"{TOKEN_PREFIX}{token_id}_{secret}")
 
-    async def list_tokens(self, tenant_id: str | None) -> list[Token]:
-        """The tokens of a tenant (every tenant's for None), oldest first, revoked ones included."""
-        where, params = ("", ()) if tenant_id is None else ("WHERE tenant_id = ? ", (tenant_id,))
-        rows = await self.backend.read(
-            lambda tx: tx.all(f"SELECT * FROM tokens {where}ORDER BY created_at, id", params)
-        )
+    async def list_tokens(
+        self, tenant_id: str | None, *, after: tuple[float, str] | None = None, limit: int | None = None
+    ) -> list[Token]:
+        """The tokens of a tenant (every tenant's for None), oldest first, revoked ones included;
+        those after ``after`` (``(created_at, id)`` of the last one seen), at most ``limit``."""
+        clauses: list[str] = []
+        params: tuple[Any, ...] = ()
+        if tenant_id is not None:
+            clauses.append("tenant_id = ?")
+            params = (tenant_id,)
+        if after is not None:
+            clauses.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            params = (*params, after[0], after[0], after[1])
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        sql = f"SELECT * FROM tokens {where}ORDER BY created_at, id"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        rows = await self.backend.read(lambda tx: tx.all(sql, params))
         return [Token.from_row(r) for r in rows]
 
     async def revoke_token(self, tenant_id: str | None, token_id: str, *, actor: str) -> Token:

@@ -198,12 +198,16 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
 
         return await self.backend.write(op)
 
-    async def audit(self, tenant_id: str, limit: int = 200, *, target: str | None = None) -> list[dict[str, Any]]:
+    async def audit(
+        self, tenant_id: str, limit: int = 200, *, target: str | None = None, before: int | None = None
+    ) -> list[dict[str, Any]]:
         """The audit log, newest first; only the records about ``target`` (a run, deployment or
-        environment) when given."""
+        environment) when given, only those older than id ``before`` when given."""
         where, params = (
             ("tenant_id = ?", (tenant_id,)) if target is None else ("tenant_id = ? AND target = ?", (tenant_id, target))
         )
+        if before is not None:
+            where, params = where + " AND id < ?", (*params, before)
         rows = await self.backend.read(
             lambda tx: tx.all(f"SELECT * FROM audit WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         )

@@ -12,7 +12,7 @@ import re
 import sqlite3
 from importlib import resources
 
-LATEST = 9
+LATEST = 10
 DIALECTS = ("sqlite", "postgresql")
 
 

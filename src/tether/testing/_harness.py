@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from tether.core.journal import EntryKind, JournalEntry
-from tether.errors import NotFoundError, SchemaError
+from tether.errors import NotFoundError, QueryFailedError, QueryRefusedError, SchemaError
 from tether.protocol import ErrorInfo, InvokeRequest, InvokeResponse
 from tether.sdk._attempt import Attempt, describe_validation
+from tether.sdk._query import answer_query
 from tether.sdk.app import App, definition_of
 from tether.testing._sink import MemorySink
 
@@ -162,6 +163,26 @@ class WorkflowHarness:
             except ValidationError as exc:
                 raise SchemaError(f"signal {name}: {describe_validation(exc)}") from None
         self.sink.signal(name, payload)
+
+    async def query(self, name: str, input: Mapping[str, Any] | None = None) -> Any:
+        """Answer query ``name`` of the run from its journal so far, as its deployment would.
+
+        Raises:
+            RuntimeError: call :meth:`run` first.
+            QueryRefusedError: the handler issued a journaled command.
+            QueryFailedError: no such query, input that does not fit, or the handler raised.
+        """
+        if self._workflow is None:
+            raise RuntimeError("call run() before query()")
+        request = _request(self.app, self.run_id, len(self.responses), self._workflow, self._input, self.journal)
+        request["query"] = {"name": name, "input": dict(input or {})}
+        answer = await answer_query(self.app, request)
+        if answer["outcome"] == "answered":
+            return answer.get("output")
+        error = answer.get("error") or {"type": "QueryFailed", "message": str(answer)}
+        if error["type"] == QueryRefusedError.__name__:
+            raise QueryRefusedError(error["message"])
+        raise QueryFailedError(f"query {name}: {error['type']}: {error['message']}")
 
     def time_out(self, name: str) -> None:
         """Fire the timeout of the oldest open wait for signal ``name`` (the code sees

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tether import _json
+from tether.core.paging import CursorError, Key, cut, decode_cursor, encode_cursor
 from tether.errors import BadRequestError, PayloadTooLargeError
 from tether.server._access import Principal
 from tether.server._auth import PRINCIPAL
@@ -175,3 +177,34 @@ def idempotency_key(request: Request) -> str | None:
             "send a unique string per operation (a UUID does), or leave the header out"
         )
     return key
+
+
+def page_request(
+    request: Request, kind: str, shape: Sequence[type], *, default: int, high: int
+) -> tuple[int, Key | None]:
+    """The page a list route is asked for: ``?limit=`` (1 to ``high``) and ``?cursor=``.
+
+    Raises:
+        BadRequestError: the limit is out of bounds, or the cursor is not one of this list.
+    """
+    limit = int_param(request, "limit", default, low=1, high=high)
+    text = request.query_params.get("cursor")
+    if not text:
+        return limit, None
+    try:
+        return limit, decode_cursor(kind, text, shape)
+    except CursorError as exc:
+        raise BadRequestError(
+            f"cannot read cursor {text[:60]!r}: {exc}; pass back the next_cursor of the previous page "
+            "of this same list, or leave cursor out to start at the beginning"
+        ) from None
+
+
+def page_response(
+    name: str, kind: str, rows: Sequence[Any], limit: int, key_of: Callable[[Any], Key], render: Callable[[Any], Any]
+) -> Response:
+    """``{name: [...], "next_cursor": ...}`` from up to ``limit + 1`` rows read in the list's order;
+    ``next_cursor`` is null on the last page."""
+    page = cut(rows, limit, key_of)
+    cursor = None if page.next_key is None else encode_cursor(kind, page.next_key)
+    return json_response({name: [render(r) for r in page.items], "next_cursor": cursor})

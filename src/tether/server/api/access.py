@@ -16,7 +16,14 @@ from starlette.routing import Route
 
 from tether.errors import BadRequestError, ForbiddenError, NotFoundError
 from tether.server._access import Principal, parse_duration
-from tether.server.api._http import json_response, principal, read_json, runtime
+from tether.server.api._http import (
+    json_response,
+    page_request,
+    page_response,
+    principal,
+    read_json,
+    runtime,
+)
 from tether.store import Scope
 
 MAX_EXPIRY = 10 * 365 * 86400.0
@@ -92,13 +99,19 @@ async def create_token(request: Request) -> Response:
 
 
 async def list_tokens(request: Request) -> Response:
-    """``GET /v1/tokens?tenant=``: the tenant's tokens (never their secrets), revoked ones too."""
+    """``GET /v1/tokens?tenant=&limit=&cursor=``: the tenant's tokens (never their secrets),
+    revoked ones too, oldest first, a page at a time."""
     who = principal(request)
     tenant_id = _tenant_for(who, request.query_params.get("tenant") or None)
     store = runtime(request).store
     if not await store.tenant_exists(tenant_id):
         raise NotFoundError(f"no tenant {tenant_id!r}: see 'tether tenants list'")
-    return json_response({"tokens": [t.to_json() for t in await store.list_tokens(tenant_id)]})
+    kind = f"tokens:{tenant_id}"
+    limit, after = page_request(request, kind, (float, str), default=100, high=1000)
+    tokens = await store.list_tokens(
+        tenant_id, after=None if after is None else (float(after[0]), str(after[1])), limit=limit + 1
+    )
+    return page_response("tokens", kind, tokens, limit, lambda t: (t.created_at, t.id), lambda t: t.to_json())
 
 
 async def revoke_token(request: Request) -> Response:
@@ -117,8 +130,10 @@ async def revoke_token(request: Request) -> Response:
 
 
 async def list_tenants(request: Request) -> Response:
-    """``GET /v1/tenants``: every tenant (operator only)."""
-    return json_response({"tenants": await runtime(request).store.list_tenants()})
+    """``GET /v1/tenants?limit=&cursor=``: the tenants by id (operator only), a page at a time."""
+    limit, after = page_request(request, "tenants", (str,), default=100, high=1000)
+    found = await runtime(request).store.list_tenants(after=None if after is None else str(after[0]), limit=limit + 1)
+    return page_response("tenants", "tenants", found, limit, lambda t: (t["id"],), lambda t: t)
 
 
 async def create_tenant(request: Request) -> Response:

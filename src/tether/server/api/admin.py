@@ -16,8 +16,9 @@ from tether.core.status import RunStatus
 from tether.errors import BadRequestError, TetherError
 from tether.server.api._http import (
     actor,
-    int_param,
     json_response,
+    page_request,
+    page_response,
     read_body,
     read_json,
     read_object,
@@ -26,7 +27,9 @@ from tether.server.api._http import (
     whole_number,
 )
 from tether.server.runtime import MAX_BUNDLE_BYTES
+from tether.store._runs import run_key
 from tether.store.base import Deployment
+from tether.store.records import Environment, Run
 
 REASON_BODY = '{"reason": "..."}, or no body'
 
@@ -97,8 +100,13 @@ def _deployed(deployment: Deployment, created: bool, env: str | None) -> dict[st
 
 
 async def list_deployments(request: Request) -> Response:
-    """``GET /v1/deployments``."""
-    return json_response({"deployments": await runtime(request).deployments(tenant(request))})
+    """``GET /v1/deployments?limit=&cursor=``: oldest first, a page at a time."""
+    limit, after = page_request(request, "deployments", (int,), default=100, high=1000)
+    items = await runtime(request).deployments(
+        tenant(request), after=None if after is None else int(after[0]), limit=limit + 1
+    )
+    # A label is "v" and the tenant's sequence number of the deployment (the list's order).
+    return page_response("deployments", "deployments", items, limit, lambda d: (int(d["label"][1:]),), lambda d: d)
 
 
 async def get_deployment(request: Request) -> Response:
@@ -119,9 +127,16 @@ async def diff_deployments(request: Request) -> Response:
 
 
 async def list_envs(request: Request) -> Response:
-    """``GET /v1/envs``."""
-    envs = await runtime(request).store.list_envs(tenant(request))
-    return json_response({"environments": [e.to_json() for e in envs]})
+    """``GET /v1/envs?limit=&cursor=``: by name, a page at a time."""
+    limit, after = page_request(request, "envs", (str,), default=100, high=1000)
+    envs = await runtime(request).store.list_envs(
+        tenant(request), after=None if after is None else str(after[0]), limit=limit + 1
+    )
+
+    def key(env: Environment) -> tuple[str]:
+        return (env.name,)
+
+    return page_response("environments", "envs", envs, limit, key, lambda e: e.to_json())
 
 
 def _targets(body: Any) -> list[tuple[str, int]]:
@@ -174,13 +189,18 @@ async def rollback_env(request: Request) -> Response:
 
 
 async def env_history(request: Request) -> Response:
-    """``GET /v1/envs/{env}/history``, newest first."""
-    history = await runtime(request).store.env_history(tenant(request), request.path_params["env"])
-    return json_response({"history": history})
+    """``GET /v1/envs/{env}/history?limit=&cursor=``, newest first, a page at a time."""
+    name = request.path_params["env"]
+    limit, after = page_request(request, f"history:{name}", (int,), default=100, high=1000)
+    history = await runtime(request).store.env_history(
+        tenant(request), name, before=None if after is None else int(after[0]), limit=limit + 1
+    )
+    return page_response("history", f"history:{name}", history, limit, lambda h: (h["id"],), lambda h: h)
 
 
 async def list_runs(request: Request) -> Response:
-    """``GET /v1/runs?status=&workflow=&deployment=&env=&limit=``."""
+    """``GET /v1/runs?status=&workflow=&deployment=&env=&limit=&cursor=``: stuck first, then
+    newest first, a page at a time."""
     rt = runtime(request)
     params = request.query_params
     status = params.get("status")
@@ -189,16 +209,21 @@ async def list_runs(request: Request) -> Response:
     deployment_id = None
     if params.get("deployment"):
         deployment_id = (await rt.store.get_deployment(tenant(request), params["deployment"])).id
-    limit = int_param(request, "limit", 100, low=1, high=10_000)
+    limit, after = page_request(request, "runs", (int, float, str), default=100, high=10_000)
     runs = await rt.store.list_runs(
         tenant(request),
         status=status,
         workflow=params.get("workflow"),
         deployment_id=deployment_id,
         env=params.get("env"),
-        limit=limit,
+        limit=limit + 1,
+        after=after,
     )
-    return json_response({"runs": [r.to_json() for r in runs]})
+
+    def render(run: Run) -> dict[str, Any]:
+        return run.to_json()
+
+    return page_response("runs", "runs", runs, limit, run_key, render)
 
 
 async def cancel_run(request: Request) -> Response:
@@ -306,10 +331,13 @@ async def check_deployment(request: Request) -> Response:
 
 
 async def audit(request: Request) -> Response:
-    """``GET /v1/audit?limit=&target=``, newest first."""
-    limit = int_param(request, "limit", 200, low=1, high=10_000)
+    """``GET /v1/audit?limit=&target=&cursor=``, newest first, a page at a time."""
+    limit, after = page_request(request, "audit", (int,), default=200, high=10_000)
     target = request.query_params.get("target") or None
-    return json_response({"audit": await runtime(request).store.audit(tenant(request), limit, target=target)})
+    records = await runtime(request).store.audit(
+        tenant(request), limit + 1, target=target, before=None if after is None else int(after[0])
+    )
+    return page_response("audit", "audit", records, limit, lambda r: (r["id"],), lambda r: r)
 
 
 ROUTES = [
