@@ -138,7 +138,7 @@ class AuthMiddleware:
                 return route
         return None
 
-    async def _token_mode(self, store: Store, state: Any) -> bool:
+    async def _token_mode(self, store: Store, state: Any, *, presented: bool = False) -> bool:
         # Tokens are never deleted (revoked ones stay), so once true this stays true. While
         # false, the store is asked at most once per LOCAL_RECHECK seconds rather than on every
         # request (a read per request cost a third of a 1-step run's latency): a token made
@@ -148,7 +148,10 @@ class AuthMiddleware:
             self._tokens_exist = True
             return True
         now = time.monotonic()
-        if now - self._checked_at >= LOCAL_RECHECK:
+        # A request that presents a token is never judged by a stale answer: a token made a
+        # moment ago with 'tether tokens create --data-dir' must not be ignored (and the request
+        # taken for a trusted local one, under whatever X-Tether-Actor it names).
+        if presented or now - self._checked_at >= LOCAL_RECHECK:
             self._tokens_exist = await store.any_tokens()
             self._checked_at = now
         return self._tokens_exist
@@ -193,7 +196,8 @@ class AuthMiddleware:
         state: Any = scope["app"].state
         store: Store = state.runtime.store
         try:
-            if await self._token_mode(store, state):
+            presented = "authorization" in Headers(scope=scope)
+            if await self._token_mode(store, state, presented=presented):
                 principal = await self._authenticate(scope, store, state.secret)
             else:
                 principal = local_principal(Headers(scope=scope).get("x-tether-actor"))
