@@ -35,7 +35,7 @@ class Backend(ABC):
     that reads a run's row in order to change the run locks that row first (``for_update``),
     claims skip rows another node holds (``skip_locked``), and every change another node may
     wait for is published (``publish``) in the transaction that makes it. On SQLite, whose one
-    writer thread runs every write transaction serially, these are empty strings and no-ops:
+    writer runs every write transaction serially, these are empty strings and no-ops:
     the hot path (journal appends) pays nothing for them.
     """
 

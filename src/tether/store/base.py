@@ -3,7 +3,8 @@
 Every operation is a function of a :class:`Tx` (a cursor in one transaction) written in SQL
 that both SQLite and PostgreSQL accept (``?`` placeholders; the PostgreSQL backend rewrites
 them). A backend decides how transactions run: SQLite funnels every write through one
-writer thread that group-commits concurrent transactions under one fsync.
+writer (the event loop's batches, committed on a sync thread) that group-commits concurrent
+transactions under one fsync.
 
 The store owns the durable semantics: fenced appends, the signal inbox, timers, child runs,
 environment pointers and their history, and the audit log. It never decides replay.
