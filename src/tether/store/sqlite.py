@@ -216,9 +216,9 @@ class SqliteBackend(Backend):
                         await self._syncer.run(loop, _begin, conn)
                     results = _run_jobs(conn, _Cursor(conn), jobs, self.path)
                     await self._syncer.run(loop, _commit, conn)
-                except sqlite3.Error as exc:
+                except Exception as exc:  # the batch failed as a whole: every job hears why, none hangs
                     self._abandon_transaction()
-                    fault = unavailable(exc, self.path)
+                    fault = unavailable(exc, self.path) if isinstance(exc, sqlite3.Error) else None
                     if fault is not None:
                         self.faults += len(jobs)
                     results = [(job, False, fault or exc) for job in jobs]
