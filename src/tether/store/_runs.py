@@ -639,8 +639,9 @@ class RunOps(Ops):
                 )
             return tx.execute(
                 "UPDATE runs SET ready_at = ?, lease_owner = NULL, updated_at = ? "
-                "WHERE status = 'running' AND ready_at IS NULL "
-                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)",
+                "WHERE status = 'running' AND ready_at IS NULL AND (lease_owner IS NULL OR lease_owner = ? "
+                "OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = runs.lease_owner "
+                "AND n.heartbeat_at + n.lease_timeout >= ?))",
                 (now, now, self.node_id, now),
             )
 

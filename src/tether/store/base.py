@@ -58,7 +58,7 @@ __all__ = [
 
 
 DEFAULT_LEASE_TIMEOUT = 30.0
-"""Seconds a node's lease on a run lasts unless its heartbeat renews it."""
+"""Seconds a node's leases on its runs last unless its heartbeat renews them."""
 
 
 def new_node_id() -> str:
@@ -81,6 +81,8 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
         self._deployment_cache: dict[tuple[str, str], Deployment] = {}
         self.node_id = node_id or new_node_id()
         self.lease_timeout = lease_timeout
+        self.lease_until = _now() + lease_timeout
+        """Until when this node's leases hold by its last heartbeat written (its own clock)."""
 
     # --- nodes and leases -----------------------------------------------------------------
 
@@ -92,19 +94,25 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
             tx.execute(
                 "INSERT INTO nodes (id, url, host, pid, started_at, heartbeat_at, lease_timeout) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET url = excluded.url, "
-                "heartbeat_at = excluded.heartbeat_at",
+                "host = excluded.host, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at, "
+                "lease_timeout = excluded.lease_timeout",
                 (self.node_id, url, socket.gethostname(), os.getpid(), now, now, self.lease_timeout),
             )
 
         await self.backend.write(op)
+        self.lease_until = now + self.lease_timeout
 
     async def heartbeat(self, workers: dict[str, Any] | None = None) -> int:
-        """Renew this node's heartbeat and leases; take the runs whose leases lapsed.
+        """Renew this node's heartbeat, and with it its leases; take the runs whose node's
+        leases lapsed.
 
-        A run whose node stopped renewing its lease (it died, hung, or lost the database) is
-        made ready, so some node (maybe this one) gives it a new attempt that replays its
-        journal. Nodes gone for ten lease timeouts are forgotten. On a store only one node
-        uses (SQLite), only the heartbeat is recorded.
+        A lease belongs to a node, not to a run: a run's ``lease_owner`` holds it while that
+        node's heartbeat is younger than the node's lease timeout. Renewing touches the node's
+        one row, never the rows of its runs, so it never waits on (or deadlocks with) the
+        appends in flight. A run whose node stopped renewing (it died, hung, or lost the
+        database) is made ready, so some node (maybe this one) gives it a new attempt that
+        replays its journal. Nodes gone for ten lease timeouts are forgotten. On a store only
+        one node uses (SQLite), only the heartbeat is recorded.
 
         Returns:
             How many runs were taken over.
@@ -119,13 +127,11 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
             if not self.backend.shared:
                 # One node owns a SQLite store: its leases need no renewal, nobody takes them over.
                 return 0
-            tx.execute(
-                "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? AND status = 'running' AND ready_at IS NULL",
-                (now + self.lease_timeout, self.node_id),
-            )
             taken = tx.execute(
                 "UPDATE runs SET ready_at = ?, lease_owner = NULL, updated_at = ? "
-                "WHERE status = 'running' AND ready_at IS NULL AND lease_expires < ?",
+                "WHERE status = 'running' AND ready_at IS NULL AND lease_owner IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = runs.lease_owner "
+                "AND n.heartbeat_at + n.lease_timeout >= ?)",
                 (now, now, now),
             )
             tx.execute("DELETE FROM nodes WHERE heartbeat_at < ? - 10 * lease_timeout", (now,))
@@ -133,7 +139,9 @@ class Store(DeploymentOps, RunOps, AttemptOps, TenantOps, RetentionOps):
                 self.backend.publish(tx, READY)
             return taken
 
-        return await self.backend.write(op)
+        taken = await self.backend.write(op)
+        self.lease_until = now + self.lease_timeout
+        return taken
 
     async def leave(self) -> int:
         """This node stops: its runs in flight are made ready at once for the others (or for

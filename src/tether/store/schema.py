@@ -12,7 +12,7 @@ import re
 import sqlite3
 from importlib import resources
 
-LATEST = 10
+LATEST = 11
 DIALECTS = ("sqlite", "postgresql")
 
 

@@ -1,0 +1,3 @@
+-- A lease belongs to a node, not to a run: a run's lease_owner holds it while that node's
+-- heartbeat (nodes.heartbeat_at) is younger than its lease timeout. runs.lease_expires is no
+-- longer written or read (SQLite cannot drop a column in every version we support: it stays).
