@@ -101,3 +101,10 @@ def test_json_output_reports_errors_as_json_with_the_same_exit_codes(server: Ser
     assert bad.exit_code in (3, 4) and set(json.loads(bad.stdout)["error"]) == {"code", "message"}
     gone = CliRunner().invoke(cli, ["--url", "http://127.0.0.1:9", "--json", "deployments", "list"])
     assert gone.exit_code == 5 and json.loads(gone.stdout)["error"]["code"] == "unreachable"
+
+
+def test_store_writers_is_refused_without_a_postgresql_store(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["server", "--data-dir", str(tmp_path / "data"), "--store-writers", "3"])
+    assert result.exit_code == 2, result.output
+    assert "--store-writers" in result.output and "PostgreSQL store only" in result.output
+    assert not (tmp_path / "data").exists(), "nothing may start (or be created) for a refused option"

@@ -76,11 +76,12 @@ class Cluster:
         self.nodes: dict[str, ServerProcess] = {}
         self.effects = tmp_path / "effects.txt"
 
-    def node(self, name: str, *, lease: float = 2.0) -> ServerProcess:
+    def node(self, name: str, *, lease: float = 2.0, writers: int | None = None) -> ServerProcess:
+        more = [] if writers is None else ["--store-writers", str(writers)]
         proc = ServerProcess(
             self.tmp_path / f"node-{name}",
             self.tmp_path / f"node-{name}.log",
-            args=["--store", self.url, "--node-id", name, "--lease-timeout", str(lease)],
+            args=["--store", self.url, "--node-id", name, "--lease-timeout", str(lease), *more],
         )
         proc.start()
         self.nodes[name] = proc
@@ -135,7 +136,7 @@ def _single_journal(entries: list[dict[str, Any]]) -> None:
 def test_runs_started_on_any_node_complete_and_a_signal_to_another_node_wakes_the_run(
     cluster: Cluster, make_app: Callable[..., Path]
 ) -> None:
-    a, b = cluster.node("a", lease=10), cluster.node("b", lease=10)
+    a, b = cluster.node("a", lease=10, writers=1), cluster.node("b", lease=10, writers=4)
     cluster.deploy(a, make_app("cluster", APP))
     started = [(via, cluster.start(via, "chain", steps=3, delay=0)) for via in (a, b, a, b)]
     for via, run_id in started:

@@ -107,6 +107,13 @@ def _reachable(url: str) -> str | None:
     "over once it lapses.",
 )
 @click.option(
+    "--store-writers",
+    default=None,
+    type=click.IntRange(min=1, max=16),
+    metavar="N",
+    help="PostgreSQL: write batches this node runs at once, each on its own connection (default 2).",
+)
+@click.option(
     "--synchronous",
     type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
     default="FULL",
@@ -161,6 +168,7 @@ def server(
     store_url: str | None,
     node_id: str | None,
     lease_timeout: float,
+    store_writers: int | None,
     synchronous: str,
     worker_idle_timeout: float,
     warm_spares: bool,
@@ -183,6 +191,11 @@ def server(
         keep_for = tuple(parse_override(text) for text in retention_for)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retention-for") from None
+    if store_writers is not None and not (store_url or "").startswith(POSTGRES_SCHEMES):
+        raise click.BadParameter(
+            "applies to a PostgreSQL store only (--store postgresql://...); SQLite has one writer, the file's",
+            param_hint="--store-writers",
+        )
     loopback = is_loopback(host)
     if not loopback and not _tokens_exist(store_url or data_dir):
         raise click.UsageError(
@@ -226,6 +239,7 @@ def server(
             retention_for=keep_for,
             node_id=node_id,
             lease_timeout=lease_timeout,
+            store_writers=store_writers,
         )
     )
     # The store commits on a thread while the event loop runs Python: a thread that wants the

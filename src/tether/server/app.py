@@ -76,6 +76,8 @@ class ServerOptions:
     """This node's id among the nodes sharing a PostgreSQL store (default: a new one)."""
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT
     """Seconds this node's leases on runs last unless its heartbeat renews them."""
+    store_writers: int | None = None
+    """PostgreSQL: write batches run at once (None: the backend's default)."""
 
 
 async def healthz(_: Request) -> Response:
@@ -131,6 +133,7 @@ def create_app(options: ServerOptions) -> Starlette:
             synchronous=options.synchronous,
             node_id=options.node_id,
             lease_timeout=options.lease_timeout,
+            writers=options.store_writers,
         )
         try:
             tracing = open_tracing(journal=store.journal)

@@ -25,6 +25,7 @@ def open_store(
     synchronous: str = "FULL",
     node_id: str | None = None,
     lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+    writers: int | None = None,
 ) -> Store:
     """Open the store named by a ``postgresql://`` or ``sqlite:///path`` URL, or a data directory.
 
@@ -33,6 +34,9 @@ def open_store(
         synchronous: SQLite's ``synchronous`` pragma (ignored by PostgreSQL).
         node_id: this node's id (default: a new one).
         lease_timeout: seconds this node's leases on runs last unless renewed.
+        writers: PostgreSQL: how many write batches run at once, each on its own connection
+            (default :data:`tether.store.postgres.WRITERS`); ignored by SQLite, whose one writer
+            is the file's.
 
     Raises:
         ValueError: for a URL tether cannot open.
@@ -45,7 +49,7 @@ def open_store(
             from tether.store.postgres import PostgresBackend
         except ImportError:  # pragma: no cover - depends on the installed extras
             raise ValueError("a PostgreSQL store needs psycopg: pip install 'tether[postgres]'") from None
-        backend = PostgresBackend(text)
+        backend = PostgresBackend(text) if writers is None else PostgresBackend(text, writers=writers)
     else:
         from tether.store.sqlite import SqliteBackend
 

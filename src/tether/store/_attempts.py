@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,6 +57,25 @@ def _journal_values(run_id: str, attempt: int, entry: NewEntry, now: float, extr
     )
 
 
+class _IndexTaken(Exception):
+    """A bulk append met an index that holds an entry already (see ``_append_bulk``)."""
+
+
+def _bulk_eligible(items: list[tuple[str, int, list[NewEntry]]]) -> bool:
+    """Whether ``_append_bulk`` can take ``items``: completed entries (steps, calls) of
+    distinct runs, in range, few enough for one statement."""
+    run_ids = [run_id for run_id, _, _ in items]
+    if len(set(run_ids)) != len(run_ids):
+        return False
+    count = 0
+    for _, _, entries in items:
+        for entry in entries:
+            if not entry["completed"] or entry["kind"] == EntryKind.STATE or not 0 <= entry["index"] < MAX_INDEX:
+                return False
+            count += 1
+    return count * _JOURNAL_WIDTH <= 60_000
+
+
 class AttemptOps(Ops):
     """Attempts: claims, fenced appends, waits, timers, and how attempts end."""
 
@@ -78,13 +98,12 @@ class AttemptOps(Ops):
             )
             claimed = []
             deployments: dict[tuple[str, str], Deployment] = {}
-            lease = _now() + self.lease_timeout
             for row in ready:
                 _checked(row["status"], RunStatus.RUNNING)
                 tx.execute(
                     "UPDATE runs SET status = 'running', attempt = attempt + 1, ready_at = NULL, updated_at = ?, "
-                    "lease_owner = ?, lease_expires = ? WHERE id = ?",
-                    (_now(), self.node_id, lease, row["id"]),
+                    "lease_owner = ? WHERE id = ?",
+                    (_now(), self.node_id, row["id"]),
                 )
                 run = Run.from_row(self._run_row(tx, None, row["id"]))
                 key = (run.tenant_id, run.deployment_id)
@@ -161,7 +180,8 @@ class AttemptOps(Ops):
         return await self.backend.read(op)
 
     _CHECK_COLUMNS = (
-        "id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested, lease_owner, lease_expires"
+        "id, tenant_id, deployment_id, env, attempt, status, ready_at, cancel_requested, lease_owner, parent_run_id, "
+        "parent_index"
     )
     _CHECK_SQL = f"SELECT {_CHECK_COLUMNS} FROM runs WHERE id = ?"
 
@@ -192,7 +212,9 @@ class AttemptOps(Ops):
                 f"run {run_id} is {row['status']} at attempt {row['attempt']}; attempt {attempt} may not append"
             )
         # One node owns a SQLite store (the data directory's lock): there a lease cannot lapse.
-        if row["lease_owner"] != self.node_id or (self.backend.shared and row["lease_expires"] < _now()):
+        # Elsewhere this node's leases lapse with its heartbeat: once they have, another node
+        # may take the run at any moment, so this node stops appending at once.
+        if row["lease_owner"] != self.node_id or (self.backend.shared and self.lease_until < _now()):
             raise FencedError(
                 f"node {self.node_id} does not hold the lease of run {run_id} (held by {row['lease_owner']}): "
                 f"attempt {attempt} may not append"
@@ -220,11 +242,7 @@ class AttemptOps(Ops):
             (nothing of a refused item is stored; the others are).
         """
 
-        def op(tx: Tx) -> list[AppendResult | FencedError]:
-            if self.backend.shared:
-                bulk = self._append_bulk(tx, items)
-                if bulk is not None:
-                    return bulk
+        def one_by_one(tx: Tx) -> list[AppendResult | FencedError]:
             results: list[AppendResult | FencedError] = []
             for run_id, attempt, entries in items:
                 tx.execute("SAVEPOINT item")
@@ -236,26 +254,22 @@ class AttemptOps(Ops):
                 tx.execute("RELEASE item")
             return results
 
-        return await self.backend.write(op)
+        if self.backend.shared and _bulk_eligible(items):
+            # An index taken already sends the items one by one (rare: a retried append).
+            with contextlib.suppress(_IndexTaken):
+                return await self.backend.write(lambda tx: self._append_bulk(tx, items))
+        return await self.backend.write(one_by_one)
 
-    def _append_bulk(
-        self, tx: Tx, items: list[tuple[str, int, list[NewEntry]]]
-    ) -> list[AppendResult | FencedError] | None:
+    def _append_bulk(self, tx: Tx, items: list[tuple[str, int, list[NewEntry]]]) -> list[AppendResult | FencedError]:
         """:meth:`append_many` in two statements, where a round trip costs (PostgreSQL): lock
-        every run's row at once, then insert every entry at once. Only for the common case —
-        completed entries (steps, calls) of distinct runs, none of them there already; None
-        otherwise (nothing was written then), and the caller goes item by item."""
+        every run's row at once, then insert every entry at once (items that
+        :func:`_bulk_eligible` accepts).
+
+        Raises:
+            _IndexTaken: an index is taken already (a retried append, or a contradiction): the
+                caller's transaction must be abandoned, and the items go one by one instead.
+        """
         run_ids = [run_id for run_id, _, _ in items]
-        if len(set(run_ids)) != len(run_ids):
-            return None
-        count = 0
-        for _, _, entries in items:
-            for entry in entries:
-                if not entry["completed"] or entry["kind"] == EntryKind.STATE or not 0 <= entry["index"] < MAX_INDEX:
-                    return None
-                count += 1
-        if count * _JOURNAL_WIDTH > 60_000:
-            return None
         rows = {
             row["id"]: row
             for row in tx.all(
@@ -276,7 +290,6 @@ class AttemptOps(Ops):
             for entry in entries:
                 values.extend(_journal_values(run_id, attempt, entry, now, {}))
         if values:
-            tx.execute("SAVEPOINT bulk")
             marks = ", ".join([_JOURNAL_ROW] * (len(values) // _JOURNAL_WIDTH))
             stored = tx.all(
                 f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES {marks} ON CONFLICT (run_id, idx) DO NOTHING "
@@ -284,11 +297,7 @@ class AttemptOps(Ops):
                 values,
             )
             if len(stored) * _JOURNAL_WIDTH != len(values):
-                # An index is taken (a retried append, or a contradiction): item by item instead.
-                tx.execute("ROLLBACK TO bulk")
-                tx.execute("RELEASE bulk")
-                return None
-            tx.execute("RELEASE bulk")
+                raise _IndexTaken()
         return results
 
     def _append_tx(self, tx: Tx, run_id: str, attempt: int, entries: list[NewEntry]) -> AppendResult:
@@ -402,13 +411,17 @@ class AttemptOps(Ops):
             _checked(current["status"], target)
             if target is RunStatus.STUCK:
                 self.backend.publish(tx, RUN, run_id)
+            after: Row | None = None
             if kind == "completed":
-                self._terminate(tx, run_id, RunStatus.COMPLETED, now, output=outcome.get("output"))
+                after = self._terminate(
+                    tx, run_id, RunStatus.COMPLETED, now, output=outcome.get("output"), locked=current
+                )
             elif kind == "failed":
-                self._terminate(tx, run_id, target, now, error=outcome.get("error") or {})
+                after = self._terminate(tx, run_id, target, now, error=outcome.get("error") or {}, locked=current)
             elif kind == "mismatch":
-                tx.execute(
-                    "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
+                after = tx.one(
+                    "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ? "
+                    "RETURNING *",
                     (_dumps(outcome.get("mismatch")), now, run_id),
                 )
             elif kind == "suspended":
@@ -419,30 +432,35 @@ class AttemptOps(Ops):
                     (run_id, *waiting),
                 )
                 if woken is not None or not waiting:
-                    tx.execute("UPDATE runs SET ready_at = ?, updated_at = ? WHERE id = ?", (now, now, run_id))
+                    after = tx.one(
+                        "UPDATE runs SET ready_at = ?, updated_at = ? WHERE id = ? RETURNING *", (now, now, run_id)
+                    )
                 else:
-                    tx.execute(
+                    after = tx.one(
                         "UPDATE runs SET status = 'suspended', ready_at = NULL, last_error = NULL, updated_at = ? "
-                        "WHERE id = ?",
+                        "WHERE id = ? RETURNING *",
                         (now, run_id),
                     )
             elif kind == "retry":
-                tx.execute(
-                    "UPDATE runs SET ready_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                after = tx.one(
+                    "UPDATE runs SET ready_at = ?, last_error = ?, updated_at = ? WHERE id = ? RETURNING *",
                     (now + float(outcome.get("delay", 1.0)), _dumps(outcome.get("error")), now, run_id),
                 )
             elif kind == "stuck":
-                tx.execute(
-                    "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ?",
+                after = tx.one(
+                    "UPDATE runs SET status = 'stuck', stuck_reason = ?, ready_at = NULL, updated_at = ? WHERE id = ? "
+                    "RETURNING *",
                     (_dumps(outcome.get("error")), now, run_id),
                 )
             elif kind == "continue_as_new":
                 following = self._continue(tx, run_id, outcome.get("input") or {}, bool(outcome.get("upgrade", True)))
                 if isinstance(following, str):
-                    self._terminate(tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following})
+                    after = self._terminate(
+                        tx, run_id, RunStatus.COMPLETED, now, output={"continued_as": following}, locked=current
+                    )
                 else:
-                    self._terminate(tx, run_id, RunStatus.FAILED, now, error=following)
-            return Run.from_row(self._run_row(tx, None, run_id))
+                    after = self._terminate(tx, run_id, RunStatus.FAILED, now, error=following, locked=current)
+            return Run.from_row(after if after is not None else self._run_row(tx, None, run_id))
 
         return await self.backend.write(op)
 

@@ -60,7 +60,9 @@ class Ops:
     node_id: str
     """This node: the owner of the leases it takes."""
     lease_timeout: float
-    """Seconds a lease lasts unless renewed."""
+    """Seconds this node's leases last unless its heartbeat renews them."""
+    lease_until: float
+    """Until when this node's leases hold by its last heartbeat written (its own clock)."""
 
     def _locked_run(self, tx: Tx, tenant_id: str | None, run_id: str) -> Row:
         """The run's row, locked until the transaction ends where several nodes write (on
@@ -121,10 +123,10 @@ class Ops:
         start_attempt: bool = False,
     ) -> Run:
         now = _now()
-        tx.execute(
+        row = tx.one(
             "INSERT INTO runs (id, tenant_id, deployment_id, workflow, env, status, input, attempt, ready_at, "
-            "parent_run_id, parent_index, idempotency_key, created_at, updated_at, lease_owner, lease_expires) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "parent_run_id, parent_index, idempotency_key, created_at, updated_at, lease_owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (
                 run_id,
                 tenant_id,
@@ -141,13 +143,11 @@ class Ops:
                 now,
                 now,
                 self.node_id if start_attempt else None,
-                now + self.lease_timeout if start_attempt else None,
             ),
         )
+        assert row is not None
         if not start_attempt:
             self.backend.publish(tx, READY)
-        row = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-        assert row is not None
         return Run.from_row(row)
 
     @staticmethod
@@ -195,16 +195,30 @@ class Ops:
         return woken
 
     def _terminate(
-        self, tx: Tx, run_id: str, status: RunStatus, now: float, *, output: Any = None, error: Any = None
-    ) -> None:
-        row = self._locked_run(tx, None, run_id)
+        self,
+        tx: Tx,
+        run_id: str,
+        status: RunStatus,
+        now: float,
+        *,
+        output: Any = None,
+        error: Any = None,
+        locked: Row | None = None,
+    ) -> Row:
+        """End the run (and complete its parent's entry); returns its row afterwards.
+
+        ``locked``: the run's row as this transaction already read and locked it (with at
+        least ``status``, ``parent_run_id`` and ``parent_index``), saving a second lock.
+        """
+        row = locked if locked is not None else self._locked_run(tx, None, run_id)
         _checked(row["status"], status)
-        tx.execute(
+        after = tx.one(
             "UPDATE runs SET status = ?, output = ?, error = ?, ready_at = NULL, lease_owner = NULL, updated_at = ?, "
             "completed_at = ? "
-            "WHERE id = ?",
+            "WHERE id = ? RETURNING *",
             (status.value, _dumps(output), None if error is None else _dumps(error), now, now, run_id),
         )
+        assert after is not None
         tx.execute("DELETE FROM timers WHERE run_id = ?", (run_id,))
         self.backend.publish(tx, RUN, run_id)
         if row["parent_run_id"] is not None:
@@ -222,6 +236,7 @@ class Ops:
                 done = self._complete_entry(tx, row["parent_run_id"], row["parent_index"], None, info, now)
             if done:
                 self._wake(tx, row["parent_run_id"], now)
+        return after
 
     @staticmethod
     def _audit(tx: Tx, tenant_id: str, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
