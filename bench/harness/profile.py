@@ -1,12 +1,15 @@
 """bench/profile: W2 on tether under py-spy — where the server's and the worker's time goes.
 
-bench/profile [--runs 2000] [--steps 10] [--concurrency 64] [--out DIR]
+bench/profile [--runs 2000] [--steps 10] [--concurrency 64] [--out DIR] [--postgres]
 
 Starts a server as ``bench/run`` does, warms up, then records both the server and the
 deployment's worker with ``py-spy record --gil`` (only samples that hold the GIL: the time each
 process's Python is actually running) and, separately, without ``--gil`` (every thread,
 waiting or not), while W2 runs. Writes collapsed stacks (``*.txt``) and a summary of the top
 frames by self and total time to ``DIR`` (default ``bench/.work/profile``), and prints the summary.
+``--postgres``: the server on a fresh database of ``scripts/postgres`` (tether-pg), and the
+PostgreSQL side too: transactions, commits and statements per run from ``pg_stat_database``
+and the server's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from . import procs, workloads
+from .main import postgres_database
 from .paths import BENCH
 from .systems import TetherSystem
 
@@ -53,8 +57,9 @@ async def main(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tether-profile-") as tmp:
         reaper = procs.Reaper()
+        store, drop = postgres_database() if args.postgres else (None, None)
         try:
-            system = TetherSystem(reaper, Path(tmp))
+            system = TetherSystem(reaper, Path(tmp), store=store)
             await system.start()
             await workloads.w2_throughput(
                 system, runs=200, steps=args.steps, concurrency=args.concurrency, reps=1, warmup=50
@@ -103,6 +108,8 @@ async def main(args: argparse.Namespace) -> None:
             print(summary)
         finally:
             reaper.close()
+            if drop is not None:
+                drop()
 
 
 if __name__ == "__main__":
@@ -111,4 +118,5 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--out", default=str(BENCH / ".work" / "profile"))
+    parser.add_argument("--postgres", action="store_true", help="tether on PostgreSQL (scripts/postgres)")
     asyncio.run(main(parser.parse_args()))
