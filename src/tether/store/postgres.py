@@ -395,9 +395,13 @@ class PostgresBackend(Backend):
             # The last RELEASE travels with the COMMIT: one round trip.
             cursor.flush(then="COMMIT")
         except psycopg.Error as exc:
+            lost = _lost(conn)
             self._abandon(conn)
             if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
                 raise _Retry(exc) from exc
+            if not lost:
+                # PostgreSQL answered: the COMMIT failed, and nothing of the batch is stored.
+                return [(job, False, exc) for job in jobs]
             # The answer was lost: the COMMIT may or may not have happened. Ask, on a new
             # connection, rather than run the batch twice or fail what was stored.
             if self._committed(slot, xid, backend, deadline, exc):
