@@ -173,6 +173,43 @@ def test_runs_started_on_any_node_complete_and_a_signal_to_another_node_wakes_th
     assert answer.status_code == 200 and {n["id"] for n in answer.json()["nodes"]} == {"a", "b"}
 
 
+def test_environments_keys_removals_and_escape_hatches_act_the_same_on_every_node(
+    cluster: Cluster, make_app: Callable[..., Path]
+) -> None:
+    a, b = cluster.node("a", lease=10), cluster.node("b", lease=10)
+    v1 = a.call(lambda c: c.deploy(make_app("v1", APP), env="prod", isolation="process"))
+    v2 = b.call(lambda c: c.deploy(make_app("v2", APP + "\n# v2\n"), isolation="process"))
+    assert v1["id"] != v2["id"]
+
+    # An environment moved through one node is what every node resolves next.
+    b.call(lambda c: c.set_env("prod", v2["label"], reason="ship v2"))
+    body = {"effects": str(cluster.effects), "steps": 1, "delay": 0}
+    assert a.call(lambda c: c.start_run("chain", body, env="prod"))["deployment_id"] == v2["id"]
+    a.call(lambda c: c.split_env("prod", {v1["label"]: 50, v2["label"]: 50}, reason="canary"))
+    [prod] = b.call(lambda c: c.envs())
+    assert {t["deployment_id"]: t["weight"] for t in prod["targets"]} == {v1["id"]: 50, v2["id"]: 50}
+
+    # An idempotency key names one run whichever node sees it, and pins it where it started.
+    body = {"effects": str(cluster.effects)}
+    first = a.call(lambda c: c.start_run("approval", body, env="prod", idempotency_key="order-7"))
+    again = b.call(lambda c: c.start_run("approval", body, env="prod", idempotency_key="order-7"))
+    assert again["id"] == first["id"] and again["deployment_id"] == first["deployment_id"]
+
+    # A deployment with a run in flight cannot be removed through any node.
+    pinned = first["deployment_id"]
+    a.wait_for(first["id"], {"suspended"})
+    with pytest.raises(ApiError) as refused:
+        b.call(lambda c: c.remove_deployment(pinned))
+    assert refused.value.http_status == 409 and first["id"] in refused.value.message
+
+    # An escape hatch through node b reaches the run node a started, and is audited once.
+    b.call(lambda c: c.cancel(first["id"], reason="customer left"))
+    done = cluster.result(a, first["id"])
+    assert done["status"] == "cancelled", done
+    audit = a.call(lambda c: c.audit())
+    assert [e["action"] for e in audit if e["target"] == first["id"]] == ["run.cancel"]
+
+
 def test_a_timer_fires_once_across_three_nodes(cluster: Cluster, make_app: Callable[..., Path]) -> None:
     nodes = [cluster.node(name, lease=10) for name in ("a", "b", "c")]
     cluster.deploy(nodes[0], make_app("cluster", APP))
