@@ -340,7 +340,7 @@ class Client:
                 return run
 
     async def runs(self, *, limit: int | None = 100, **filters: Any) -> list[m.Run]:
-        """Runs, stuck first, then newest first, filtered by status, workflow, deployment, env;
+        """Runs, stuck first, then newest first, filtered by status, workflow, deployment, env, node;
         at most ``limit`` of them (None: all, page after page)."""
         return await self._all(m.Run, "/v1/runs", "runs", params=filters, limit=limit)
 

@@ -102,6 +102,7 @@ def runs() -> None:
 @click.option("--workflow", default=None, help="Only runs of this workflow.")
 @click.option("--deployment", default=None, help="Only runs pinned to this deployment.")
 @click.option("--env", "env", default=None, help="Only runs started through this environment.")
+@click.option("--node", default=None, help="Only runs held by this node now (see tether nodes).")
 @click.option("--limit", default=50, show_default=True, help="At most this many runs.")
 @click.option("--all", "every", is_flag=True, help="Every matching run, page after page (ignores --limit).")
 @pass_settings
@@ -111,6 +112,7 @@ def list_(
     workflow: str | None,
     deployment: str | None,
     env: str | None,
+    node: str | None,
     limit: int,
     every: bool,
 ) -> None:
@@ -118,7 +120,12 @@ def list_(
 
     async def go(c: Client) -> tuple[list[m.Run], dict[str, str]]:
         items = await c.runs(
-            status=status, workflow=workflow, deployment=deployment, env=env, limit=None if every else limit
+            status=status,
+            workflow=workflow,
+            deployment=deployment,
+            env=env,
+            node=node,
+            limit=None if every else limit,
         )
         return items, {d["id"]: d["label"] for d in await c.deployments()}
 

@@ -309,6 +309,7 @@ SPECS: dict[tuple[str, str], Operation] = {
             Param("workflow", {"type": "string"}, "Only runs of this workflow."),
             Param("deployment", {"type": "string"}, "Only runs pinned to this deployment (id or label)."),
             Param("env", {"type": "string"}, "Only runs started through this environment."),
+            Param("node", {"type": "string"}, "Only runs whose attempt this node runs now (it holds their lease)."),
             LIMIT_RUNS,
             CURSOR,
         ),

@@ -143,10 +143,14 @@ class RunOps(Ops):
         workflow: str | None = None,
         deployment_id: str | None = None,
         env: str | None = None,
+        node: str | None = None,
         limit: int = 100,
         after: Key | None = None,
     ) -> list[Run]:
         """Runs, stuck first, then newest first, filtered; stuck runs are not hidden by the limit.
+
+        ``node`` keeps the runs whose attempt that node runs now (it holds their lease), as
+        :attr:`Run.node` says.
 
         ``after`` is the :func:`run_key` of the last run of the previous page: the runs after
         it in this order (keyset pagination; runs created meanwhile are newer, so they never
@@ -163,6 +167,10 @@ class RunOps(Ops):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if node is not None:
+            # Spelled as the partial indexes of running runs are, so either can serve it.
+            where.append("status = 'running' AND ready_at IS NULL AND lease_owner = ?")
+            params.append(node)
         rank = "(CASE WHEN status = 'stuck' THEN 0 ELSE 1 END)"
         if after is not None:
             where.append(f"({rank} > ? OR ({rank} = ? AND (created_at < ? OR (created_at = ? AND id < ?))))")

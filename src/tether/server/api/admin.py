@@ -199,8 +199,8 @@ async def env_history(request: Request) -> Response:
 
 
 async def list_runs(request: Request) -> Response:
-    """``GET /v1/runs?status=&workflow=&deployment=&env=&limit=&cursor=``: stuck first, then
-    newest first, a page at a time."""
+    """``GET /v1/runs?status=&workflow=&deployment=&env=&node=&limit=&cursor=``: stuck first,
+    then newest first, a page at a time."""
     rt = runtime(request)
     params = request.query_params
     status = params.get("status")
@@ -216,6 +216,7 @@ async def list_runs(request: Request) -> Response:
         workflow=params.get("workflow"),
         deployment_id=deployment_id,
         env=params.get("env"),
+        node=params.get("node"),
         limit=limit + 1,
         after=after,
     )
