@@ -146,6 +146,7 @@ EXPECT: dict[tuple[str, str], Spec] = {
     ("GET", "/diff"): Spec(READ, "object", query=lambda v: {"from": v["dep"], "to": v["shared_or_dep"]}),
     ("GET", "/envs"): Spec(READ, "collection"),
     ("GET", "/map"): Spec(READ, "collection"),
+    ("GET", "/nodes"): Spec(NOBODY, "operator"),
     ("GET", "/runs"): Spec(READ, "collection"),
     ("GET", "/runs/{id}"): Spec(READ, "object"),
     ("GET", "/runs/{id}/move"): Spec(READ, "object", query=lambda v: {"to": v["shared_or_dep"]}),

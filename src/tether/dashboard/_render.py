@@ -31,6 +31,19 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _span(seconds: float) -> str:
+    """A length of time as a person reads it: ``4 s``, ``12 min``, ``3 h 5 min``, ``2 d``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86400:
+        hours, minutes = divmod(whole // 60, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{whole // 86400} d"
+
+
 def _as_json(value: Any) -> str:
     return _json.dumps(value).decode()
 
@@ -71,6 +84,7 @@ def _csrf_field() -> Markup:
 templates.globals["viewer"] = _viewer
 templates.globals["csrf_field"] = _csrf_field
 templates.filters["when"] = _when
+templates.filters["span"] = _span
 templates.filters["as_json"] = _as_json
 templates.filters["pretty"] = _pretty
 

@@ -1,5 +1,5 @@
 """Dashboard pages: deployments and their manifests, diffs, environments, the version map, runs
-and a run's journal.
+and a run's journal, and the nodes serving the store with the runs each runs now.
 
 Each view calls the same service functions as the HTTP API (``Runtime`` and its store); the
 pages are Jinja2 templates, and ``static/dashboard.js`` patches the live parts in place. The
@@ -9,6 +9,7 @@ forms that change something post to :mod:`tether.dashboard.actions`.
 from __future__ import annotations
 
 import bisect
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -130,7 +131,7 @@ async def runs_page(request: Request) -> Response:
     are stuck, 200 a page."""
     rt, tid = runtime(request), tenant(request)
     params = request.query_params
-    filters = {k: params.get(k) or "" for k in ("status", "workflow", "deployment", "env")}
+    filters = {k: params.get(k) or "" for k in ("status", "workflow", "deployment", "env", "node")}
     try:
         if filters["status"] and filters["status"] not in {s.value for s in RunStatus}:
             raise BadRequestError(
@@ -153,6 +154,7 @@ async def runs_page(request: Request) -> Response:
             workflow=filters["workflow"] or None,
             deployment_id=deployment_id,
             env=filters["env"] or None,
+            node=filters["node"] or None,
             limit=RUNS_PER_PAGE + 1,
             after=after,
         )
@@ -173,6 +175,49 @@ async def runs_page(request: Request) -> Response:
         statuses=[s.value for s in RunStatus],
         envs=[e.name for e in await rt.store.list_envs(tid)],
         filters=filters,
+    )
+
+
+RUNS_PER_NODE = 50
+
+
+def _alive(node: dict[str, Any]) -> str:
+    """``this one``, ``yes`` or ``no``: the words ``tether nodes`` uses too."""
+    if not node["alive"]:
+        return "no"
+    return "this one" if node["self"] else "yes"
+
+
+async def nodes_page(request: Request) -> Response:
+    """``GET /nodes``: the nodes serving the store (one on SQLite, several on one PostgreSQL),
+    whether each is alive, its leases and workers, and the runs of the viewer's tenant each
+    runs now, 50 a node (the rest on the run list filtered by node)."""
+    rt, tid = runtime(request), tenant(request)
+    now = time.time()
+    nodes = []
+    for node in await rt.store.nodes():
+        held = await rt.store.list_runs(tid, node=node["id"], limit=RUNS_PER_NODE + 1)
+        workers = node["workers"].get("alive") if node["workers"] else None
+        nodes.append(
+            {
+                **node,
+                "state": _alive(node),
+                # This node's own pool is known now; the others' as of their last heartbeat.
+                "workers_now": len(rt.pool.alive()) if node["self"] else workers,
+                "heartbeat_age": max(0.0, now - node["heartbeat_at"]),
+                "lapsed_for": max(0.0, now - node["heartbeat_at"] - node["lease_timeout"]),
+                "runs": held[:RUNS_PER_NODE],
+                "more": len(held) > RUNS_PER_NODE,
+            }
+        )
+    return render(
+        "nodes.html",
+        page="nodes",
+        nodes=nodes,
+        tenant=tid,
+        shared=rt.store.backend.shared,
+        labels=await _labels(request),
+        per_node=RUNS_PER_NODE,
     )
 
 
@@ -269,6 +314,7 @@ ROUTES = [
     Route("/diff", diff_page, methods=["GET"]),
     Route("/envs", envs_page, methods=["GET"]),
     Route("/map", map_page, methods=["GET"]),
+    Route("/nodes", nodes_page, methods=["GET"]),
     Route("/runs", runs_page, methods=["GET"]),
     Route("/runs/{id}", run_page, methods=["GET"]),
     Route("/runs/{id}/move", move_page, methods=["GET"]),

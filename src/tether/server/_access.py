@@ -109,6 +109,8 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/diff"): READ,
     ("GET", "/envs"): READ,
     ("GET", "/map"): READ,
+    # the nodes and what runs on each: the whole server's concern, as GET /v1/nodes
+    ("GET", "/nodes"): OPERATOR,
     ("GET", "/runs"): READ,
     ("GET", "/runs/{id}"): READ,
     ("GET", "/runs/{id}/move"): READ,
