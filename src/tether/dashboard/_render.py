@@ -74,6 +74,13 @@ def _viewer() -> Viewer | None:
     return VIEWER.get()
 
 
+def _sees_nodes() -> bool:
+    """Whether the viewer may open the nodes page: an operator, or anyone in local mode (whose
+    viewer acts as one); others are not shown links that would only be refused."""
+    viewer = VIEWER.get()
+    return viewer is None or viewer.scope == "operator"
+
+
 def _csrf_field() -> Markup:
     viewer = VIEWER.get()
     if viewer is None or viewer.csrf is None:
@@ -83,6 +90,7 @@ def _csrf_field() -> Markup:
 
 templates.globals["viewer"] = _viewer
 templates.globals["csrf_field"] = _csrf_field
+templates.globals["sees_nodes"] = _sees_nodes
 templates.filters["when"] = _when
 templates.filters["span"] = _span
 templates.filters["as_json"] = _as_json
