@@ -1,5 +1,5 @@
 """Dashboard pages: deployments and their manifests, diffs, environments, the version map, runs
-and a run's journal, and the nodes serving the store with the runs each runs now.
+and a run's journal, and the nodes serving the store with the runs each is running now.
 
 Each view calls the same service functions as the HTTP API (``Runtime`` and its store); the
 pages are Jinja2 templates, and ``static/dashboard.js`` patches the live parts in place. The
@@ -190,8 +190,8 @@ def _alive(node: dict[str, Any]) -> str:
 
 async def nodes_page(request: Request) -> Response:
     """``GET /nodes``: the nodes serving the store (one on SQLite, several on one PostgreSQL),
-    whether each is alive, its leases and workers, and the runs of the viewer's tenant each
-    runs now, 50 a node (the rest on the run list filtered by node)."""
+    whether each is alive, its leases and workers, and the runs of the viewer's tenant each is
+    running now, 50 a node (the rest on the run list filtered by node)."""
     rt, tid = runtime(request), tenant(request)
     now = time.time()
     nodes = []
