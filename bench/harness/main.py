@@ -1,6 +1,6 @@
 """bench/run: every workload on tether and each peer, one system at a time; writes the table.
 
-bench/run [--quick] [--only tether,restate,dbos,tether-pg,dbos-pg] [--workloads 1,2,3,4,5,6] [--reps 3]
+bench/run [--quick] [--only tether,restate,dbos,tether-pg,tether-pg2,dbos-pg] [--workloads 1,2,3,4,5,6] [--reps 3]
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 from . import procs, report, workloads
 from .paths import BENCH, PEER_PYTHON, PROJECT, RESTATE_SERVER, RESULTS
-from .systems import ModelServer, RestateSystem, TetherSystem, run_dbos
+from .systems import ModelServer, RestateSystem, TetherCluster, TetherSystem, run_dbos
 
-SYSTEMS = ("tether", "restate", "dbos", "tether-pg", "dbos-pg")
+SYSTEMS = ("tether", "restate", "dbos", "tether-pg", "tether-pg2", "dbos-pg")
 ALL_WORKLOADS = {1, 2, 3, 4, 5, 6}
 QUIET_BUSY = 0.10  # before each system, wait (up to --wait-quiet s) until other load is below this
 
@@ -66,7 +66,7 @@ QUICK = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a result")
-    parser.add_argument("--only", default=",".join(SYSTEMS), help="systems, comma-separated (tether,restate,dbos)")
+    parser.add_argument("--only", default=",".join(SYSTEMS), help=f"systems, comma-separated ({','.join(SYSTEMS)})")
     parser.add_argument(
         "--workloads", default="1,2,3,4,5,6", help="workloads, comma-separated (1..6; 3 to 6 run on tether only)"
     )
@@ -250,27 +250,31 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                         await tether.stop()
                 if w4_rows:
                     res["w4"] = w4_rows
-        elif system == "tether-pg" and wl & {1, 2}:
+        elif system in ("tether-pg", "tether-pg2") and wl & {1, 2}:
             try:
                 url, drop = postgres_database()
             except Exception as exc:
                 for w in sorted(wl & {1, 2}):
-                    fail(f"w{w}", "tether-pg", exc)
+                    fail(f"w{w}", system, exc)
                 continue
-            tether_pg = TetherSystem(reaper, tmp / "tether-pg", idle_timeout=300, store=url)
-            run["call_notes"]["tether-pg"] = tether_pg.call_note
+            pg: TetherSystem | TetherCluster = (
+                TetherSystem(reaper, tmp / system, idle_timeout=300, store=url)
+                if system == "tether-pg"
+                else TetherCluster(reaper, tmp / system, store=url, idle_timeout=300)
+            )
+            run["call_notes"][system] = pg.call_note
             try:
-                log("tether-pg: starting the server on PostgreSQL")
-                await tether_pg.start()
+                log(f"{system}: starting {'two nodes' if system == 'tether-pg2' else 'the server'} on PostgreSQL")
+                await pg.start()
                 if 1 in wl:
-                    log("tether-pg: W1")
-                    res.setdefault("w1", {})["tether-pg"] = await workloads.w1_latency(
-                        tether_pg, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
+                    log(f"{system}: W1")
+                    res.setdefault("w1", {})[system] = await workloads.w1_latency(
+                        pg, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
                     )
                 if 2 in wl:
-                    log("tether-pg: W2")
-                    res.setdefault("w2", {})["tether-pg"] = await workloads.w2_throughput(
-                        tether_pg,
+                    log(f"{system}: W2")
+                    res.setdefault("w2", {})[system] = await workloads.w2_throughput(
+                        pg,
                         runs=cfg["w2_runs"],
                         steps=cfg["w2_steps"],
                         concurrency=cfg["w2_concurrency"],
@@ -279,10 +283,10 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                     )
             except Exception as exc:
                 for w in sorted(wl & {1, 2}):
-                    if "tether-pg" not in res.get(f"w{w}", {}):
-                        fail(f"w{w}", "tether-pg", exc)
+                    if system not in res.get(f"w{w}", {}):
+                        fail(f"w{w}", system, exc)
             finally:
-                await tether_pg.stop()
+                await pg.stop()
                 drop()
         elif system == "dbos-pg" and wl & {1, 2}:
             run["call_notes"]["dbos-pg"] = (

@@ -16,6 +16,11 @@ from .paths import PEER_PYTHON, PROJECT, RESTATE_CLI, RESTATE_SERVER
 from .systems import command_output
 
 LINEAR_MAX_EXPONENT = 1.15
+TWO_NODES_NOTE = (
+    "On this machine both nodes share the same cores with PostgreSQL and the load generator, so two nodes "
+    "measure the cost of coordination (leases renewed by heartbeat, `FOR UPDATE SKIP LOCKED` claims, "
+    "`NOTIFY` wake-ups across nodes), not scale-out capacity: that needs a host per node."
+)
 
 
 def med(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -149,6 +154,12 @@ def render(run: dict[str, Any]) -> str:
             "(PostgreSQL 15 defaults: `fsync=on`, `synchronous_commit=on`; one node, group commit = one "
             "transaction per batch)."
         )
+    if "tether-pg2" in run.get("call_notes", {}):
+        add(
+            "- **tether-pg2**: two nodes, `tether server --store postgresql://… --node-id a` and `… --node-id b` "
+            "(own data dirs and ports), on one fresh database of the same cluster; the app deployed once, the "
+            "calls alternating between the nodes. " + TWO_NODES_NOTE
+        )
     pg_dur = run.get("dbos_pg_durability")
     if pg_dur:
         add(
@@ -181,13 +192,13 @@ def render(run: dict[str, Any]) -> str:
                 f"{med([r['p99_ms'] for r in rows], '{:.2f}')} | {med([r['mean_ms'] for r in rows], '{:.2f}')} | "
                 f"{run['call_notes'].get(system, '')} |"
             )
-        ratios = _w_ratios(res["w1"], ["p50_ms", "p99_ms"])
+        ratios = _all_ratios(res["w1"], ["p50_ms", "p99_ms"])
         if ratios:
             add("")
-            add("| tether / peer | p50 | p99 |")
+            add("| ratio | p50 | p99 |")
             add("| --- | --- | --- |")
-            for peer, values in ratios.items():
-                add(f"| tether / {peer} | {values['p50_ms']} | {values['p99_ms']} |")
+            for (base, peer), values in ratios.items():
+                add(f"| {base} / {peer} | {values['p50_ms']} | {values['p99_ms']} |")
         add("")
         add(f"Each system gets {cfg['w1_warmup']} warm-up calls first (not counted).")
         add("")
@@ -224,17 +235,17 @@ def render(run: dict[str, Any]) -> str:
                     f"{system}: machine CPU busy during the timed runs {med(busy, '{:.0f}')} %; CPU seconds "
                     f"used by processes other than the measured ones meanwhile: {med(foreign, '{:.2f}')}"
                 )
-        ratios = _w_ratios(res["w2"], ["steps_per_s", "cpu_server_per_1k", "cpu_total_per_1k"])
+        ratios = _all_ratios(res["w2"], ["steps_per_s", "cpu_server_per_1k", "cpu_total_per_1k"])
         if ratios:
             add("")
             add(
-                "| tether / peer | steps/s (higher is better) | server CPU per run (lower is better) "
+                "| ratio | steps/s (higher is better) | server CPU per run (lower is better) "
                 "| server + deployment CPU per run |"
             )
             add("| --- | --- | --- | --- |")
-            for peer, values in ratios.items():
+            for (base, peer), values in ratios.items():
                 server = values["cpu_server_per_1k"] if not peer.startswith("dbos") else "– (one process)"
-                add(f"| tether / {peer} | {values['steps_per_s']} | {server} | {values['cpu_total_per_1k']} |")
+                add(f"| {base} / {peer} | {values['steps_per_s']} | {server} | {values['cpu_total_per_1k']} |")
         add("")
         add(
             "CPU is utime+stime from `/proc/<pid>/stat`, read before and after the timed runs. "
@@ -245,6 +256,11 @@ def render(run: dict[str, Any]) -> str:
             "columns are part of it). Client = this bench process (the HTTP load generator), for "
             f"tether and Restate. Each system gets {cfg['w2_warmup']} warm-up runs first."
         )
+        if isinstance(res["w2"].get("tether-pg2"), list):
+            add(
+                "tether-pg2: server = both `tether server` processes, deployment = both nodes' workers. "
+                + TWO_NODES_NOTE
+            )
         for note in notes:
             add(f"- {note}")
         add("")
@@ -352,7 +368,7 @@ def render(run: dict[str, Any]) -> str:
     if "w6" in res:
         _w6(res["w6"], cfg, add)
 
-    add("## Targets (issues 3 and 12)")
+    add("## Targets (issues 3, 12 and 15)")
     add("")
     add("| target | achieved | |")
     add("| --- | --- | --- |")
@@ -373,18 +389,37 @@ def _cpu(rows: list[dict[str, Any]], key: str) -> str:
     return med(values, "{:.2f}") if values else "–"
 
 
-def _w_ratios(section: dict[str, Any], keys: list[str]) -> dict[str, dict[str, str]]:
-    tether = section.get("tether")
-    if not isinstance(tether, list):
+def _w_ratios(section: dict[str, Any], keys: list[str], base: str = "tether") -> dict[str, dict[str, str]]:
+    """``base`` / every other system of the section, per key (medians)."""
+    ours = section.get(base)
+    if not isinstance(ours, list):
         return {}
     out = {}
     for peer, rows in section.items():
-        if peer == "tether" or isinstance(rows, str):
+        if peer == base or isinstance(rows, str):
             continue
         out[peer] = {
-            key: ratio(median([r[key] for r in tether if key in r]), median([r[key] for r in rows if key in r]))
+            key: ratio(median([r[key] for r in ours if key in r]), median([r[key] for r in rows if key in r]))
             for key in keys
         }
+    return out
+
+
+# The ratio rows of a W1/W2 table: tether (SQLite) against every other system, then tether on
+# PostgreSQL (two nodes, then one) against the systems it is compared with there.
+RATIO_BASES = {
+    "tether": None,
+    "tether-pg2": ("tether-pg", "dbos-pg", "restate"),
+    "tether-pg": ("dbos-pg", "restate"),
+}
+
+
+def _all_ratios(section: dict[str, Any], keys: list[str]) -> dict[tuple[str, str], dict[str, str]]:
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for base, peers in RATIO_BASES.items():
+        for peer, values in _w_ratios(section, keys, base).items():
+            if peers is None or peer in peers:
+                out[(base, peer)] = values
     return out
 
 
@@ -438,6 +473,26 @@ def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     p50, dp50 = m("w1", "tether-pg", "p50_ms"), m("w1", "dbos-pg", "p50_ms")
     if p50 and dp50:
         rows.append(("tether-pg W1 p50 ≤ DBOS-PostgreSQL", f"{p50 / dp50:.3f}×", p50 <= dp50))
+    # Two nodes against the same targets, and against one node (no target: the cost of coordination).
+    p2_steps, p2_50 = m("w2", "tether-pg2", "steps_per_s"), m("w1", "tether-pg2", "p50_ms")
+    if p2_steps and r_steps:
+        rows.append(("tether-pg2 W2 steps/s ≥ 1× Restate", f"{p2_steps / r_steps:.3f}×", p2_steps >= r_steps))
+    if p2_steps and dp_steps:
+        rows.append(
+            ("tether-pg2 W2 steps/s ≥ 10× DBOS-PostgreSQL", f"{p2_steps / dp_steps:.3f}×", p2_steps >= 10 * dp_steps)
+        )
+    if p2_50 and dp50:
+        rows.append(("tether-pg2 W1 p50 ≤ DBOS-PostgreSQL", f"{p2_50 / dp50:.3f}×", p2_50 <= dp50))
+    if p2_steps and p_steps:
+        rows.append(
+            (
+                "tether-pg2 / tether-pg W2 steps/s (two nodes on one machine; no target)",
+                f"{p2_steps / p_steps:.3f}×",
+                None,
+            )
+        )
+    if p2_50 and p50:
+        rows.append(("tether-pg2 / tether-pg W1 p50 (no target)", f"{p2_50 / p50:.3f}×", None))
     t50, r50 = m("w1", "tether", "p50_ms"), m("w1", "restate", "p50_ms")
     t99, r99 = m("w1", "tether", "p99_ms"), m("w1", "restate", "p99_ms")
     if t50 and r50:

@@ -58,6 +58,8 @@ class TetherSystem:
         idle_timeout: float = 300.0,
         env: dict[str, str] | None = None,
         store: str | None = None,
+        node_id: str | None = None,
+        lease_timeout: float | None = None,
     ) -> None:
         self.reaper = reaper
         self.workdir = workdir
@@ -65,6 +67,10 @@ class TetherSystem:
         self.env = env or {}  # extra environment of the server (its workers get what PASSED_ENV lets through)
         self.store = store
         """A ``postgresql://`` store URL (tether-pg); None: SQLite in the data dir."""
+        self.node_id = node_id
+        """``--node-id`` of a node sharing a PostgreSQL store with others (tether-pg2, bench/failover)."""
+        self.lease_timeout = lease_timeout
+        """``--lease-timeout`` (None: the server's default)."""
         if store is not None:
             self.name = "tether-pg"
             self.call_note = self.call_note + "; store: PostgreSQL (scripts/postgres, fsync on, one node)"
@@ -93,6 +99,8 @@ class TetherSystem:
                 "--worker-idle-timeout",
                 str(self.idle_timeout),
                 *(["--store", self.store] if self.store else []),
+                *(["--node-id", self.node_id] if self.node_id else []),
+                *(["--lease-timeout", str(self.lease_timeout)] if self.lease_timeout else []),
             ],
             log=log,
             env=dict(os.environ, **self.env) if self.env else None,
@@ -227,6 +235,49 @@ class TetherSystem:
             self.workers()
             self.reaper.stop(self.server)
             self.server = None
+
+
+class TetherCluster:
+    """tether-pg2: two ``tether server`` nodes (own ``--node-id``, data dir and port) on one
+    PostgreSQL database, the bench app deployed once. The load alternates between the nodes:
+    each call is one ``POST .../runs?wait=`` to the node it was sent to, which runs it."""
+
+    name = "tether-pg2"
+    call_note = (
+        "HTTP: one POST .../runs?wait= (starts and waits), calls alternating between the two nodes; "
+        "store: PostgreSQL (scripts/postgres, fsync on, two nodes)"
+    )
+
+    def __init__(self, reaper: procs.Reaper, workdir: Path, *, store: str, idle_timeout: float = 300.0) -> None:
+        self.nodes = [
+            TetherSystem(reaper, workdir / f"node-{node_id}", idle_timeout=idle_timeout, store=store, node_id=node_id)
+            for node_id in ("a", "b")
+        ]
+        self._turn = 0
+        self.deployment = ""
+
+    async def start(self) -> None:
+        # One after the other: the first node creates the schema, the second finds it made.
+        for node in self.nodes:
+            await node.start(deploy=False)
+        self.deployment = await self.nodes[0].deploy(TETHER_APP, env="bench")
+
+    def pid_groups(self) -> dict[str, list[int]]:
+        """server = both ``tether server`` processes; deployment = both nodes' workers."""
+        groups: dict[str, list[int]] = {"server": [], "deployment": []}
+        for node in self.nodes:
+            for name, pids in node.pid_groups().items():
+                groups[name] += pids
+        return groups
+
+    async def invoke(self, n: int) -> int:
+        node = self.nodes[self._turn % len(self.nodes)]
+        self._turn += 1
+        return await node.invoke(n)
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.stop()
 
 
 # --- the scripted model (W6) -------------------------------------------------------------------
