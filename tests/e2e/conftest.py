@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from tests._postgres import fresh_schema, postgres_url
 from tether.client import Client
 
 T = TypeVar("T")
@@ -185,3 +187,64 @@ def model_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class Cluster:
+    """``tether server`` nodes started on one PostgreSQL schema; each test's own."""
+
+    def __init__(self, tmp_path: Path, url: str) -> None:
+        self.tmp_path = tmp_path
+        self.url = url
+        self.nodes: dict[str, ServerProcess] = {}
+        self.effects = tmp_path / "effects.txt"
+
+    def node(self, name: str, *, lease: float = 2.0, writers: int | None = None) -> ServerProcess:
+        more = [] if writers is None else ["--store-writers", str(writers)]
+        proc = ServerProcess(
+            self.tmp_path / f"node-{name}",
+            self.tmp_path / f"node-{name}.log",
+            args=["--store", self.url, "--node-id", name, "--lease-timeout", str(lease), *more],
+        )
+        proc.start()
+        self.nodes[name] = proc
+        return proc
+
+    def deploy(self, via: ServerProcess, app_dir: Path) -> None:
+        via.call(lambda c: c.deploy(app_dir, env="prod", isolation="process"))
+
+    def start(self, via: ServerProcess, workflow: str, **inputs: Any) -> str:
+        body = {"effects": str(self.effects), **inputs}
+        run_id: str = via.call(lambda c: c.start_run(workflow, body, env="prod"))["id"]
+        return run_id
+
+    def result(self, via: ServerProcess, run_id: str, wait: float = 60) -> dict[str, Any]:
+        found: dict[str, Any] = via.call(lambda c: c.result(run_id, wait=wait))
+        return found
+
+    def journal(self, via: ServerProcess, run_id: str) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = via.call(lambda c: c.journal(run_id))
+        return entries
+
+    def effects_count(self) -> Counter[str]:
+        return Counter(self.effects.read_text().split()) if self.effects.exists() else Counter()
+
+    def close(self) -> None:
+        for proc in self.nodes.values():
+            if proc.process is not None and proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGCONT)
+            proc.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    url, drop = fresh_schema(postgres_url())
+    made = Cluster(tmp_path, url)
+    try:
+        yield made
+    finally:
+        made.close()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for name, proc in made.nodes.items():
+                print(f"\n--- node {name} log ---\n{proc.log_path.read_text(errors='replace')[-6000:]}")
+        drop()

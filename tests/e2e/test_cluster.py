@@ -14,16 +14,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests._postgres import fresh_schema, postgres_url
-from tests.e2e.conftest import ServerProcess
+from tests._postgres import postgres_url
+from tests.e2e.conftest import Cluster
 from tether.errors import ApiError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,67 +64,6 @@ async def approval(ctx: tether.Context, effects: str) -> dict:
     await ctx.step(record, effects, f"{ctx.info.run_id}:answered", 0)
     return answer
 '''
-
-
-class Cluster:
-    """Nodes started on one PostgreSQL schema; each test's own."""
-
-    def __init__(self, tmp_path: Path, url: str) -> None:
-        self.tmp_path = tmp_path
-        self.url = url
-        self.nodes: dict[str, ServerProcess] = {}
-        self.effects = tmp_path / "effects.txt"
-
-    def node(self, name: str, *, lease: float = 2.0, writers: int | None = None) -> ServerProcess:
-        more = [] if writers is None else ["--store-writers", str(writers)]
-        proc = ServerProcess(
-            self.tmp_path / f"node-{name}",
-            self.tmp_path / f"node-{name}.log",
-            args=["--store", self.url, "--node-id", name, "--lease-timeout", str(lease), *more],
-        )
-        proc.start()
-        self.nodes[name] = proc
-        return proc
-
-    def deploy(self, via: ServerProcess, app_dir: Path) -> None:
-        via.call(lambda c: c.deploy(app_dir, env="prod", isolation="process"))
-
-    def start(self, via: ServerProcess, workflow: str, **inputs: Any) -> str:
-        body = {"effects": str(self.effects), **inputs}
-        run_id: str = via.call(lambda c: c.start_run(workflow, body, env="prod"))["id"]
-        return run_id
-
-    def result(self, via: ServerProcess, run_id: str, wait: float = 60) -> dict[str, Any]:
-        found: dict[str, Any] = via.call(lambda c: c.result(run_id, wait=wait))
-        return found
-
-    def journal(self, via: ServerProcess, run_id: str) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = via.call(lambda c: c.journal(run_id))
-        return entries
-
-    def effects_count(self) -> Counter[str]:
-        return Counter(self.effects.read_text().split()) if self.effects.exists() else Counter()
-
-    def close(self) -> None:
-        for proc in self.nodes.values():
-            if proc.process is not None and proc.process.poll() is None:
-                proc.process.send_signal(signal.SIGCONT)
-            proc.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    url, drop = fresh_schema(postgres_url())
-    made = Cluster(tmp_path, url)
-    try:
-        yield made
-    finally:
-        made.close()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            for name, proc in made.nodes.items():
-                print(f"\n--- node {name} log ---\n{proc.log_path.read_text(errors='replace')[-6000:]}")
-        drop()
 
 
 def _single_journal(entries: list[dict[str, Any]]) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests._postgres import fresh_schema, postgres_url
-from tests.e2e.test_cluster import Cluster
+from tests.e2e.conftest import Cluster
 
 APP = '''
 import asyncio
@@ -37,21 +35,6 @@ async def held(ctx: tether.Context, gate: str) -> str:
     """One step that waits for the test."""
     return await ctx.step(hold, gate)
 '''
-
-
-@pytest.fixture
-def nodes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    url, drop = fresh_schema(postgres_url())
-    made = Cluster(tmp_path, url)
-    try:
-        yield made
-    finally:
-        made.close()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            for name, proc in made.nodes.items():
-                print(f"\n--- node {name} log ---\n{proc.log_path.read_text(errors='replace')[-6000:]}")
-        drop()
 
 
 def _section(page: str, node: str) -> str:
@@ -75,15 +58,15 @@ def _leases(row: str) -> int:
 
 
 def test_a_run_on_node_b_shows_under_b_on_node_a_and_under_a_once_a_takes_it_over(
-    nodes: Cluster, make_app: Callable[..., Path], tmp_path: Path
+    cluster: Cluster, make_app: Callable[..., Path], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
     # b alone first: the run's attempt is certainly b's when a joins.
-    b = nodes.node("b", lease=2)
-    nodes.deploy(b, make_app("held", APP))
+    b = cluster.node("b", lease=2)
+    cluster.deploy(b, make_app("held", APP))
     run_id: str = b.call(lambda c: c.start_run("held", {"gate": str(gate)}, env="prod"))["id"]
     assert b.wait_for(run_id, {"running"})["node"] == "b"
-    a = nodes.node("a", lease=2)
+    a = cluster.node("a", lease=2)
 
     page = httpx.get(a.url + "/nodes", timeout=10)
     assert page.status_code == 200, page.text
@@ -116,5 +99,5 @@ def test_a_run_on_node_b_shows_under_b_on_node_a_and_under_a_once_a_takes_it_ove
     assert _leases(_row(page.text, "a")) == 1
 
     gate.touch()
-    done = nodes.result(a, run_id)
+    done = cluster.result(a, run_id)
     assert (done["status"], done["output"]) == ("completed", "released"), done
