@@ -13,28 +13,9 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import DashboardServer
 from tests.browser.test_auth import as_token, sign_in
 from tests.e2e.conftest import write_app
+from tests.e2e.test_nodes_page import APP
 from tether.client import Client
 from tether.dashboard.views import RUNS_PER_NODE
-
-APP = '''
-import asyncio
-import os
-import tether
-
-app = tether.App("held")
-
-@app.function
-async def hold(gate: str) -> str:
-    """Runs until the file ``gate`` exists: the run stays running, its lease with this node."""
-    while not os.path.exists(gate):
-        await asyncio.sleep(0.05)
-    return "released"
-
-@app.workflow
-async def held(ctx: tether.Context, gate: str) -> str:
-    """One step that waits for the test."""
-    return await ctx.step(hold, gate)
-'''
 
 
 def _wait_until(server: DashboardServer, status: str, count: int) -> None:
