@@ -123,6 +123,31 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
     def log(text: str) -> None:
         print(f"bench [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
+    async def w1_w2(name: str, system: Any) -> None:
+        """W1 and W2 (those asked for) on an HTTP system that is up, recorded under ``name``;
+        a workload that fails is reported and the next one still runs."""
+        if 1 in wl:
+            log(f"{name}: W1")
+            try:
+                res.setdefault("w1", {})[name] = await workloads.w1_latency(
+                    system, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
+                )
+            except Exception as exc:
+                fail("w1", name, exc)
+        if 2 in wl:
+            log(f"{name}: W2")
+            try:
+                res.setdefault("w2", {})[name] = await workloads.w2_throughput(
+                    system,
+                    runs=cfg["w2_runs"],
+                    steps=cfg["w2_steps"],
+                    concurrency=cfg["w2_concurrency"],
+                    reps=reps,
+                    warmup=cfg["w2_warmup"],
+                )
+            except Exception as exc:
+                fail("w2", name, exc)
+
     for system in args.systems:
         run["background"][system] = await quiet(args.wait_quiet, log)
         if system == "tether":
@@ -146,27 +171,7 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
                 try:
                     log("tether: starting the server")
                     await tether.start()
-                    if 1 in wl:
-                        log("tether: W1")
-                        try:
-                            res.setdefault("w1", {})["tether"] = await workloads.w1_latency(
-                                tether, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
-                            )
-                        except Exception as exc:
-                            fail("w1", "tether", exc)
-                    if 2 in wl:
-                        log("tether: W2")
-                        try:
-                            res.setdefault("w2", {})["tether"] = await workloads.w2_throughput(
-                                tether,
-                                runs=cfg["w2_runs"],
-                                steps=cfg["w2_steps"],
-                                concurrency=cfg["w2_concurrency"],
-                                reps=reps,
-                                warmup=cfg["w2_warmup"],
-                            )
-                        except Exception as exc:
-                            fail("w2", "tether", exc)
+                    await w1_w2("tether", tether)
                     if 3 in wl:
                         log("tether: W3")
                         try:
@@ -266,21 +271,7 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
             try:
                 log(f"{system}: starting {'two nodes' if system == 'tether-pg2' else 'the server'} on PostgreSQL")
                 await pg.start()
-                if 1 in wl:
-                    log(f"{system}: W1")
-                    res.setdefault("w1", {})[system] = await workloads.w1_latency(
-                        pg, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
-                    )
-                if 2 in wl:
-                    log(f"{system}: W2")
-                    res.setdefault("w2", {})[system] = await workloads.w2_throughput(
-                        pg,
-                        runs=cfg["w2_runs"],
-                        steps=cfg["w2_steps"],
-                        concurrency=cfg["w2_concurrency"],
-                        reps=reps,
-                        warmup=cfg["w2_warmup"],
-                    )
+                await w1_w2(system, pg)
             except Exception as exc:
                 for w in sorted(wl & {1, 2}):
                     if system not in res.get(f"w{w}", {}):
@@ -338,21 +329,7 @@ async def bench(args: argparse.Namespace, reaper: procs.Reaper, tmp: Path, run: 
             try:
                 log("restate: starting restate-server and the SDK endpoint")
                 await restate.start()
-                if 1 in wl:
-                    log("restate: W1")
-                    res.setdefault("w1", {})["restate"] = await workloads.w1_latency(
-                        restate, calls=cfg["w1_calls"], reps=reps, warmup=cfg["w1_warmup"]
-                    )
-                if 2 in wl:
-                    log("restate: W2")
-                    res.setdefault("w2", {})["restate"] = await workloads.w2_throughput(
-                        restate,
-                        runs=cfg["w2_runs"],
-                        steps=cfg["w2_steps"],
-                        concurrency=cfg["w2_concurrency"],
-                        reps=reps,
-                        warmup=cfg["w2_warmup"],
-                    )
+                await w1_w2("restate", restate)
             except Exception as exc:
                 for w in sorted(wl & {1, 2}):
                     if "restate" not in res.get(f"w{w}", {}):
